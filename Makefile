@@ -1,0 +1,35 @@
+# Everything runs in .venv, created and filled on first use (CPU torch, pinned versions).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-fast lint demo lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q "torch==2.13.0" -c constraints.txt
+	$(PIP) install -q -e ".[dev]" -c constraints.txt
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+demo: install
+	$(PY) -m benchmark suite --preset demo
+
+lock: install
+	$(PIP) freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt.new
+	{ head -1 constraints.txt; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
+
+clean:
+	rm -rf $(VENV) mlruns mlflow.db reports/latest

@@ -1,0 +1,506 @@
+"""CodeSearchNet examples for docstring -> code generation, from the hub, local files or the sample.
+
+Every source ends as `Example` records: the source is the docstring's first paragraph, the target
+is the function's code with its docstring removed (CodeSearchNet's Python `code` field still holds
+the docstring verbatim: left in, the model would be graded on copying its input).
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import hashlib
+import io
+import json
+import random
+import re
+import tokenize
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.config import DataConfig, UsageError
+
+SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
+SPLITS = ("train", "validation", "test")
+FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
+
+# The two CodeSearchNet schemas: raw jsonl (github/CodeSearchNet) and the Hugging Face one.
+RAW_FIELDS = {"code": "code", "docstring": "docstring", "language": "language"}
+HF_FIELDS = {
+    "code": "func_code_string",
+    "docstring": "func_documentation_string",
+    "language": "language",
+}
+RAW_OPTIONAL = {"repo": "repo", "path": "path", "func_name": "func_name", "url": "url"}
+HF_OPTIONAL = {
+    "repo": "repository_name",
+    "path": "func_path_in_repository",
+    "func_name": "func_name",
+    "url": "func_code_url",
+}
+SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
+
+
+class DataError(ValueError):
+    """A data source that cannot be read as CodeSearchNet: names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    language: str
+    docstring: str  # the model's input: the docstring's first paragraph
+    code: str  # the target: the function without its docstring
+    repo: str = ""
+    path: str = ""
+    func_name: str = ""
+    url: str = ""
+
+
+@dataclass
+class RawRow:
+    """One row as read from a source, before cleaning; `origin` says where it came from."""
+
+    fields: dict[str, Any]
+    split: str
+    origin: str
+
+
+@dataclass
+class LoadStats:
+    rows_read: int = 0
+    bad_rows: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def as_metrics(self, prefix: str) -> dict[str, float]:
+        out = {f"{prefix}/rows_read": self.rows_read, f"{prefix}/bad_rows": self.bad_rows}
+        out.update({f"{prefix}/dropped_{k}": v for k, v in sorted(self.dropped.items())})
+        return out
+
+
+@dataclass
+class TaskData:
+    """The examples of one language: train, validation (loss) and evaluation (generation)."""
+
+    language: str
+    train: list[Example]
+    validation: list[Example]
+    evaluation: list[Example]
+    source: str
+    stats: LoadStats
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.train + self.validation + self.evaluation)
+
+
+# ---------------------------------------------------------------- cleaning
+
+
+def first_paragraph(docstring: str) -> str:
+    """The docstring's first paragraph with whitespace folded (CodeSearchNet's summary)."""
+    text = docstring.strip()
+    paragraph = re.split(r"\n\s*\n", text, maxsplit=1)[0]
+    return " ".join(paragraph.split())
+
+
+def _fold(text: str) -> str:
+    return " ".join(text.split())
+
+
+_PY_DOCSTRING = re.compile(
+    r"""(?P<head>\A[^\n]*?(?:def|class)\s[^\n]*(?:\n[^\n]*?)*?:[ \t]*(?:\#[^\n]*)?\n)"""
+    r"""(?P<doc>[ \t]*[rRuUbB]{0,2}(?P<q>\"\"\"|'''|"|')(?:.|\n)*?(?P=q)[ \t]*(?:\n|\Z))"""
+)
+
+
+def strip_python_docstring(code: str) -> str:
+    """Remove the function's docstring statement (by `ast` when it parses, else by pattern)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        tree = None
+    if (
+        tree is not None
+        and tree.body
+        and isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    ):
+        body = tree.body[0].body
+        first = body[0] if body else None
+        if (
+            isinstance(first, ast.Expr)
+            and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str)
+        ):
+            lines = code.splitlines(keepends=True)
+            start, end = first.lineno - 1, first.end_lineno  # 0-based start, exclusive end
+            head = lines[start][: first.col_offset]
+            tail = lines[end - 1][first.end_col_offset :]
+            if head.strip() or tail.strip().lstrip(";").strip():
+                # The docstring shares a line with other code: cut just its characters.
+                kept = head + tail.lstrip().lstrip(";").lstrip()
+                return "".join(lines[:start]) + kept + "".join(lines[end:])
+            return "".join(lines[:start] + lines[end:])
+        return code
+    match = _PY_DOCSTRING.search(code)
+    if match:
+        return code[: match.start("doc")] + code[match.end("doc") :]
+    return code
+
+
+_JSDOC = re.compile(r"\A\s*/\*\*.*?\*/\s*", re.DOTALL)
+
+
+def strip_javascript_docstring(code: str) -> str:
+    """Remove a leading JSDoc block (CodeSearchNet keeps JSDoc outside `code`, but not always)."""
+    return _JSDOC.sub("", code, count=1)
+
+
+STRIPPERS = {"python": strip_python_docstring, "javascript": strip_javascript_docstring}
+
+
+def _python_body_is_trivial(code: str) -> bool:
+    """True when the body (docstring removed) is only `pass`, `...` or one `raise`."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False
+    if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    body = tree.body[0].body
+    if len(body) != 1:
+        return False
+    node = body[0]
+    is_ellipsis = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    return isinstance(node, (ast.Pass, ast.Raise)) or is_ellipsis
+
+
+def _comment_free_lines(code: str, language: str) -> int:
+    if language == "python":
+        try:
+            tokens = tokenize.generate_tokens(io.StringIO(code).readline)
+            rows = {t.start[0] for t in tokens if t.type not in _PY_NON_CODE}
+            return len(rows)
+        except (tokenize.TokenError, IndentationError, SyntaxError):
+            pass
+    return sum(1 for line in code.splitlines() if line.strip())
+
+
+_PY_NON_CODE = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+}
+
+
+def clean(row: RawRow, language: str, csn_filters: bool) -> Example | str:
+    """An `Example`, or the reason (a short key) the row is dropped."""
+    f = row.fields
+    raw_doc = f["docstring"] or ""
+    docstring = first_paragraph(raw_doc)
+    code = STRIPPERS.get(language, lambda c: c)(f["code"] or "")
+    code = code.strip("\n")
+    if not docstring:
+        return "no_docstring"
+    if not code.strip():
+        return "no_code"
+    func_name = str(f.get("func_name") or "")
+    path = str(f.get("path") or "")
+    if csn_filters:
+        if len(re.findall(r"\w+|[^\s\w]", docstring)) < 3:
+            return "short_docstring"
+        if _comment_free_lines(code, language) < 3:
+            return "short_code"
+        if "test" in func_name.lower() or "test" in path.lower():
+            return "test_function"
+        short_name = func_name.rsplit(".", 1)[-1]
+        if short_name.startswith("__") and short_name.endswith("__"):
+            return "dunder"
+        if language == "python" and _python_body_is_trivial(code):
+            return "trivial_body"
+    # The leak check: any verbatim copy of the summary left in the target drops the example.
+    if len(docstring) >= 12 and _fold(docstring) in _fold(code):
+        return "docstring_in_code"
+    ident = str(f.get("id") or "") or _row_id(f, row.origin)
+    return Example(
+        id=ident,
+        language=language,
+        docstring=docstring,
+        code=code,
+        repo=str(f.get("repo") or ""),
+        path=path,
+        func_name=func_name,
+        url=str(f.get("url") or ""),
+    )
+
+
+def _row_id(fields: dict[str, Any], origin: str) -> str:
+    key = "\x1f".join(str(fields.get(k) or "") for k in ("repo", "path", "func_name", "code"))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def fingerprint(examples: Iterable[Example]) -> str:
+    """sha256 over the exact examples (ids, inputs and targets), in order."""
+    digest = hashlib.sha256()
+    for ex in examples:
+        for part in (ex.id, ex.language, ex.docstring, ex.code):
+            digest.update(part.encode())
+            digest.update(b"\x1f")
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- reading local files
+
+
+def _detect_schema(columns: Iterable[str], origin: str) -> tuple[dict, dict]:
+    cols = set(columns)
+    if set(RAW_FIELDS.values()) <= cols:
+        return RAW_FIELDS, RAW_OPTIONAL
+    if set(HF_FIELDS.values()) <= cols:
+        return HF_FIELDS, HF_OPTIONAL
+    raw_missing = sorted(set(RAW_FIELDS.values()) - cols)
+    hf_missing = sorted(set(HF_FIELDS.values()) - cols)
+    raise DataError(
+        f"{origin}: the columns fit neither CodeSearchNet schema. Raw schema lacks "
+        f"{', '.join(raw_missing)}; Hugging Face schema lacks {', '.join(hf_missing)}. "
+        f"Columns found: {', '.join(sorted(cols)) or 'none'}"
+    )
+
+
+def _split_from_name(path: Path) -> str | None:
+    words = re.split(r"[^a-z]+", "/".join(path.parts[-4:]).lower())
+    for word in reversed(words):
+        if word in SPLIT_NAMES:
+            return SPLIT_NAMES[word]
+    return None
+
+
+def _normalise(record: dict, schema: tuple[dict, dict], origin: str) -> dict[str, Any]:
+    required, optional = schema
+    out: dict[str, Any] = {}
+    for key, column in required.items():
+        if column not in record:
+            raise DataError(f"{origin}: missing field {column!r}")
+        value = record[column]
+        if not isinstance(value, str):
+            raise DataError(
+                f"{origin}: field {column!r} should be a string, got {type(value).__name__}"
+            )
+        out[key] = value
+    for key, column in optional.items():
+        out[key] = record.get(column) or ""
+    out["id"] = record.get("id") or ""
+    out["split"] = record.get("partition") or record.get("split_name") or ""
+    return out
+
+
+def _iter_json_lines(path: Path) -> Iterator[tuple[int, str]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def read_file(path: Path, skip_bad_rows: bool, stats: LoadStats) -> Iterator[RawRow]:
+    """Rows of one `.jsonl`, `.jsonl.gz` or `.parquet` file in either CodeSearchNet schema."""
+    default_split = _split_from_name(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        schema = _detect_schema(table.column_names, str(path))
+        records: Iterable[tuple[int, Any]] = enumerate(table.to_pylist(), start=1)
+        parsed = True
+    else:
+        records = _iter_json_lines(path)
+        schema = None
+        parsed = False
+    for line_no, item in records:
+        origin = f"{path}:{line_no}" if not parsed else f"{path} row {line_no}"
+        stats.rows_read += 1
+        try:
+            if not parsed:
+                if not item.strip():
+                    stats.rows_read -= 1
+                    continue
+                try:
+                    item = json.loads(item)
+                except json.JSONDecodeError as err:
+                    raise DataError(
+                        f"{origin}: malformed JSON ({err.msg} at column {err.colno})"
+                    ) from None
+                if not isinstance(item, dict):
+                    raise DataError(f"{origin}: expected a JSON object, got {type(item).__name__}")
+                if schema is None:
+                    schema = _detect_schema(item.keys(), origin)
+            fields = _normalise(item, schema, origin)
+        except DataError as err:
+            if not skip_bad_rows:
+                raise DataError(
+                    f"{err} (fix the row, or pass data.skip_bad_rows=true to skip and count bad "
+                    "rows)"
+                ) from None
+            stats.bad_rows += 1
+            continue
+        split = SPLIT_NAMES.get(str(fields.pop("split")).lower(), default_split)
+        if split is None:
+            raise DataError(
+                f"{origin}: cannot tell the split: no 'partition'/'split_name' field and the file "
+                "name names no split (train, valid, validation or test)"
+            )
+        yield RawRow(fields=fields, split=split, origin=origin)
+
+
+def local_files(root: Path) -> list[Path]:
+    """The data files under `root` (a file, a folder, or the original `<lang>/final/jsonl` tree)."""
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise UsageError(
+            f"data.source {str(root)!r} is neither 'sample', 'hub' nor an existing file or folder"
+        )
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+    if not files:
+        raise UsageError(
+            f"no .jsonl, .jsonl.gz or .parquet files under {root}: point data.source at "
+            "CodeSearchNet files (raw or Hugging Face schema)"
+        )
+    return files
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _select(
+    rows: Iterable[RawRow],
+    language: str,
+    size: int,
+    config: DataConfig,
+    stats: LoadStats,
+    seen_code: set[str],
+) -> list[Example]:
+    """The first `size` rows (in the given order) that survive cleaning and deduplication."""
+    chosen: list[Example] = []
+    for row in rows:
+        if len(chosen) >= size:
+            break
+        result = clean(row, language, config.apply_csn_filters)
+        if isinstance(result, str):
+            stats.dropped[result] += 1
+            continue
+        key = _fold(result.code)
+        if key in seen_code:
+            stats.dropped["duplicate"] += 1
+            continue
+        seen_code.add(key)
+        chosen.append(result)
+    return chosen
+
+
+def _build_task(
+    language: str,
+    rows_by_split: dict[str, list[RawRow]] | dict[str, Iterable[RawRow]],
+    config: DataConfig,
+    stats: LoadStats,
+    source: str,
+) -> TaskData:
+    # Training examples are chosen first; a validation or evaluation example whose code also
+    # sits in the training set is dropped as a duplicate (no train/test leakage).
+    seen: set[str] = set()
+    train = _select(rows_by_split["train"], language, config.train_size, config, stats, seen)
+    evaluation_split = config.eval_split
+    evaluation = _select(
+        rows_by_split[evaluation_split], language, config.eval_size, config, stats, seen
+    )
+    validation = _select(
+        rows_by_split["validation"], language, config.val_size, config, stats, seen
+    )
+    if not train:
+        raise DataError(f"{source}: no usable {language} training examples")
+    if not evaluation:
+        raise DataError(f"{source}: no usable {language} examples in the {evaluation_split} split")
+    return TaskData(language, train, validation, evaluation, source, stats)
+
+
+def _shuffled(rows: list[RawRow], seed: int) -> list[RawRow]:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def load_local(
+    root: Path, languages: list[str], config: DataConfig, source: str
+) -> dict[str, TaskData]:
+    """Read every file once, then select per language and split (shuffled with the seed)."""
+    stats_all = LoadStats()
+    by_language: dict[str, dict[str, list[RawRow]]] = {}
+    for path in local_files(root):
+        for row in read_file(path, config.skip_bad_rows, stats_all):
+            lang = row.fields["language"].lower()
+            by_language.setdefault(lang, {s: [] for s in SPLITS})[row.split].append(row)
+    missing = [lang for lang in languages if not any(by_language.get(lang, {}).values())]
+    if missing:
+        found = ", ".join(sorted(by_language)) or "none"
+        raise DataError(
+            f"{source}: no examples for language(s) {', '.join(missing)}. Languages found: {found}"
+        )
+    tasks = {}
+    for lang in languages:
+        stats = LoadStats(
+            rows_read=sum(len(v) for v in by_language[lang].values()),
+            bad_rows=stats_all.bad_rows,
+        )
+        rows = {s: _shuffled(r, config.selection_seed) for s, r in by_language[lang].items()}
+        tasks[lang] = _build_task(lang, rows, config, stats, source)
+    return tasks
+
+
+def load_hub(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
+    """CodeXGLUE's parquet copy of CodeSearchNet on the Hugging Face hub (needs internet).
+
+    `load_dataset("code_search_net")` no longer works (datasets >= 4 refuses loading scripts);
+    `google/code_x_glue_ct_code_to_text` is parquet, one config per language, raw schema + id.
+    """
+    from datasets import load_dataset
+
+    tasks = {}
+    for lang in languages:
+        kwargs = {"revision": config.hub_revision} if config.hub_revision else {}
+        ds = load_dataset(config.hub_dataset, lang, **kwargs)
+        stats = LoadStats()
+        rows: dict[str, Iterable[RawRow]] = {}
+        for split in SPLITS:
+            part = ds[split].shuffle(seed=config.selection_seed)
+            rows[split] = _hub_rows(part, split, f"{config.hub_dataset}/{lang}/{split}", stats)
+        source = f"hub:{config.hub_dataset}@{config.hub_revision or 'main'}"
+        tasks[lang] = _build_task(lang, rows, config, stats, source)
+    return tasks
+
+
+def _hub_rows(part: Any, split: str, name: str, stats: LoadStats) -> Iterator[RawRow]:
+    schema = _detect_schema(part.column_names, name)
+    for index, record in enumerate(part):
+        stats.rows_read += 1
+        origin = f"{name} row {index}"
+        yield RawRow(_normalise(record, schema, origin), split, origin)
+
+
+def load_tasks(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
+    """One `TaskData` per language from the configured source."""
+    if config.source == "hub":
+        return load_hub(languages, config)
+    if config.source == "sample":
+        if not SAMPLE_DIR.is_dir():
+            raise UsageError(f"the bundled sample is missing from {SAMPLE_DIR}: reinstall the repo")
+        return load_local(SAMPLE_DIR, languages, config, "sample")
+    root = Path(config.source).expanduser()
+    return load_local(root, languages, config, f"local:{root}")
+
+
+def to_records(examples: list[Example]) -> list[dict[str, str]]:
+    return [asdict(ex) for ex in examples]

@@ -1,0 +1,139 @@
+"""Evaluation: batched generation from docstrings, then every metric in the registry."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+import metrics as metric_registry
+from benchmark.config import EvalConfig
+from benchmark.data import Example
+from metrics import MetricResult
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_source_length: int,
+    max_new_tokens: int = 128,
+    num_beams: int = 1,
+    batch_size: int = 32,
+    desc: str = "generate",
+    progress: bool = True,
+    **generate_kwargs,
+) -> list[str]:
+    """Code for each prompt, in input order; prompts are batched by length to cut padding."""
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [
+        len(ids)
+        for ids in tokenizer(prompts, truncation=True, max_length=max_source_length)["input_ids"]
+    ]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
+    outputs: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        batch = tokenizer(
+            [prompts[i] for i in index],
+            max_length=max_source_length,
+            truncation=True,
+            padding=True,
+            return_tensors="pt",
+        ).to(device)
+        tokens = model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            **generate_kwargs,
+        )
+        texts = tokenizer.batch_decode(
+            tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        for i, text in zip(index, texts):
+            outputs[i] = text
+        bar.update(len(index))
+    bar.close()
+    return outputs
+
+
+@dataclass
+class EvalResult:
+    language: str
+    predictions: list[str]
+    scores: dict[str, MetricResult]
+    signatures: dict[str, str]
+    generation_time_s: float
+    metric_time_s: dict[str, float] = field(default_factory=dict)
+
+    def as_metrics(self) -> dict[str, float]:
+        out = {name: r.corpus for name, r in self.scores.items()}
+        out["generation_time_s"] = self.generation_time_s
+        return out
+
+
+def score(
+    predictions: list[str], references: list[str], language: str, names: list[str]
+) -> tuple[dict[str, MetricResult], dict[str, str], dict[str, float]]:
+    """Every requested metric that supports `language`: results, signatures, seconds taken."""
+    scores, signatures, seconds = {}, {}, {}
+    for metric in metric_registry.resolve(names):
+        if not metric.supports(language):
+            continue
+        start = time.perf_counter()
+        scores[metric.name] = metric.compute(predictions, references, language)
+        seconds[metric.name] = time.perf_counter() - start
+        signatures[metric.name] = metric.signature()
+    return scores, signatures, seconds
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    language: str,
+    config: EvalConfig,
+    max_source_length: int,
+) -> EvalResult:
+    """Generate code for every example's docstring and score it against the reference."""
+    start = time.perf_counter()
+    predictions = generate(
+        model,
+        tokenizer,
+        [ex.docstring for ex in examples],
+        max_source_length,
+        max_new_tokens=config.max_new_tokens,
+        num_beams=config.num_beams,
+        batch_size=config.batch_size,
+        desc=f"{language} eval",
+    )
+    generation_time = time.perf_counter() - start
+    scores, signatures, seconds = score(
+        predictions, [ex.code for ex in examples], language, config.metrics
+    )
+    return EvalResult(language, predictions, scores, signatures, generation_time, seconds)
+
+
+def examples_table(examples: list[Example], result: EvalResult) -> pd.DataFrame:
+    """One row per evaluated example: ids, docstring, reference, prediction, metric values."""
+    table = pd.DataFrame(
+        {
+            "id": [ex.id for ex in examples],
+            "language": result.language,
+            "docstring": [ex.docstring for ex in examples],
+            "reference": [ex.code for ex in examples],
+            "prediction": result.predictions,
+        }
+    )
+    for name, values in result.scores.items():
+        table[name] = values.per_example
+    return table

@@ -1,0 +1,136 @@
+"""MLflow bookkeeping: params, buffered metrics, datasets, tables, versions, tags."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from benchmark.data import SAMPLE_DIR, Example, to_records
+
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "mlflow",
+    "sacrebleu",
+    "nltk",
+    "rapidfuzz",
+    "codebleu",
+    "tree-sitter",
+    "numpy",
+)
+MAX_PARAM_CHARS = 6000
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that can change a number, plus Python's."""
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def git_commit(path: Path | None = None) -> str:
+    """The checkout's commit (with `-dirty` when it has changes), or `unknown`."""
+    cwd = path or Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        text = json.dumps(value, sort_keys=True, default=str)
+    else:
+        text = str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log params, skipping keys the run already holds with the same value."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: _param_value(v) for k, v in params.items()}
+    fresh = {k: v for k, v in fresh.items() if existing.get(k) != v}
+    items = list(fresh.items())
+    for start in range(0, len(items), 90):  # MLflow takes at most 100 params per batch
+        mlflow.log_params(dict(items[start : start + 90]))
+
+
+class MetricBuffer:
+    """Collects step metrics and sends them in batches (one request per `flush_every`)."""
+
+    def __init__(self, flush_every: int = 200) -> None:
+        self.flush_every = flush_every
+        self.pending: list[Metric] = []
+
+    def log(self, values: dict[str, float], step: int, prefix: str = "") -> None:
+        now = int(time.time() * 1000)
+        for key, value in values.items():
+            self.pending.append(Metric(f"{prefix}{key}", float(value), now, step))
+        if len(self.pending) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        run = mlflow.active_run()
+        if not self.pending or run is None:
+            return
+        client = MlflowClient()
+        for start in range(0, len(self.pending), 1000):
+            client.log_batch(run.info.run_id, metrics=self.pending[start : start + 1000])
+        self.pending = []
+
+
+def log_dataset(
+    examples: list[Example], name: str, source: str, language: str, split: str, context: str
+) -> None:
+    """Record the exact examples as an MLflow dataset input (schema, digest, profile)."""
+    frame = pd.DataFrame(to_records(examples))
+    dataset = mlflow.data.from_pandas(
+        frame, source=_dataset_source(source, language, split), name=name
+    )
+    mlflow.log_input(dataset, context=context)
+
+
+def _dataset_source(source: str, language: str, split: str) -> DatasetSource | str:
+    # A plain path string resolves to MLflow's local artifact source.
+    if source.startswith("hub:"):
+        path, _, revision = source.removeprefix("hub:").partition("@")
+        return HuggingFaceDatasetSource(path, config_name=language, split=split, revision=revision)
+    if source == "sample":
+        return str(SAMPLE_DIR / language)
+    return source.removeprefix("local:")
+
+
+def log_table(frame: pd.DataFrame, artifact_file: str) -> None:
+    mlflow.log_table(frame, artifact_file=artifact_file)

@@ -1,0 +1,300 @@
+"""The one training loop every method shares (accelerate; AdamW, warmup + linear decay)."""
+
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from benchmark.config import TrainConfig
+from benchmark.data import Example
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class Feature:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.input_ids) + len(self.labels)
+
+
+def encode(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_source: int, max_target: int
+) -> list[Feature]:
+    """Tokenise docstrings (inputs) and code (labels), truncated to the configured lengths."""
+    sources = tokenizer([ex.docstring for ex in examples], max_length=max_source, truncation=True)
+    targets = tokenizer([ex.code for ex in examples], max_length=max_target, truncation=True)
+    return [Feature(s, t) for s, t in zip(sources["input_ids"], targets["input_ids"])]
+
+
+class BucketBatchSampler:
+    """Shuffled batches of similar lengths: little padding, still a random order each epoch.
+
+    Indices are shuffled, cut into chunks of `batch_size * chunk_batches`, sorted by length
+    within a chunk, batched, and the batches shuffled again.
+    """
+
+    def __init__(
+        self,
+        lengths: list[int],
+        batch_size: int,
+        seed: int,
+        bucket: bool = True,
+        chunk_batches: int = 50,
+    ) -> None:
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bucket = bucket
+        self.chunk = batch_size * chunk_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 1000 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.chunk):
+            chunk = order[start : start + self.chunk]
+            if self.bucket:
+                chunk.sort(key=lambda i: self.lengths[i], reverse=True)
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        if self.bucket:
+            rng.shuffle(batches)
+        return iter(batches)
+
+
+def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor | int]:
+    """Pad to the longest in the batch; labels padded with -100 so the loss ignores them."""
+    src_len = max(len(f.input_ids) for f in features)
+    tgt_len = max(len(f.labels) for f in features)
+    input_ids = torch.full((len(features), src_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(features), src_len), dtype=torch.long)
+    labels = torch.full((len(features), tgt_len), -100, dtype=torch.long)
+    for row, f in enumerate(features):
+        input_ids[row, : len(f.input_ids)] = torch.tensor(f.input_ids)
+        attention[row, : len(f.input_ids)] = 1
+        labels[row, : len(f.labels)] = torch.tensor(f.labels)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "labels": labels,
+        "num_tokens": sum(f.num_tokens for f in features),
+    }
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    skipped_steps: int = 0
+    examples_seen: int = 0
+    tokens_seen: int = 0
+    train_time_s: float = 0.0
+    final_loss: float = float("nan")
+    val_losses: list[float] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    memory_kind: str = "cpu_peak_rss"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_seen / self.train_time_s if self.train_time_s else 0.0
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.examples_seen / self.train_time_s if self.train_time_s else 0.0
+
+    def as_metrics(self) -> dict[str, float]:
+        out = {
+            "train_steps": self.steps,
+            "skipped_steps": self.skipped_steps,
+            "train_time_s": self.train_time_s,
+            "train_tokens": self.tokens_seen,
+            "tokens_per_s": self.tokens_per_s,
+            "samples_per_s": self.samples_per_s,
+            "final_train_loss": self.final_loss,
+            "peak_memory_mb": self.peak_memory_mb,
+        }
+        if self.val_losses:
+            out["final_val_loss"] = self.val_losses[-1]
+        return out
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum_steps,
+    )
+
+
+def _peak_memory_mb(accelerator: Accelerator) -> tuple[float, str]:
+    if accelerator.device.type == "cuda":
+        return torch.cuda.max_memory_allocated(accelerator.device) / 2**20, "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux: the whole process's peak resident memory so far.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss"
+
+
+@torch.no_grad()
+def validation_loss(
+    model: nn.Module,
+    features: list[Feature],
+    pad_id: int,
+    batch_size: int,
+    accelerator: Accelerator,
+) -> float:
+    """Token-weighted mean loss over `features` (eval mode)."""
+    was_training = model.training
+    model.eval()
+    total = count = 0.0
+    order = sorted(range(len(features)), key=lambda i: features[i].num_tokens)
+    for start in range(0, len(order), batch_size):
+        batch = collate([features[i] for i in order[start : start + batch_size]], pad_id)
+        batch.pop("num_tokens")
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        with accelerator.autocast():
+            loss = model(**batch).loss
+        n = (batch["labels"] != -100).sum()
+        total += float(loss * n)
+        count += float(n)
+    model.train(was_training)
+    return total / count if count else float("nan")
+
+
+def train(
+    model: nn.Module,
+    train_features: list[Feature],
+    val_features: list[Feature],
+    pad_id: int,
+    config: TrainConfig,
+    accelerator: Accelerator,
+    log: LogFn | None = None,
+    desc: str = "train",
+) -> TrainResult:
+    """Train the parameters of `model` that require grad; returns counts, timings and losses."""
+    log = log or (lambda metrics, step: None)
+    sampler = BucketBatchSampler(
+        [f.num_tokens for f in train_features],
+        config.batch_size,
+        config.seed,
+        bucket=config.length_bucketing,
+    )
+    loader = DataLoader(
+        train_features, batch_sampler=sampler, collate_fn=lambda fs: collate(fs, pad_id)
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: the method froze everything")
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(sampler) / config.grad_accum_steps)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, int(config.warmup_ratio * total_steps), total_steps
+    )
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    result = TrainResult()
+    consecutive_skips = 0
+    bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_main_process, unit="step")
+    start = time.perf_counter()
+    val_time = 0.0  # validation is timed apart: train_time_s is training alone
+    model.train()
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        window_loss = torch.zeros((), device=accelerator.device)
+        window_batches = 0
+        for batch in loader:
+            num_tokens = batch.pop("num_tokens")
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                # A non-finite loss makes non-finite gradients: the check at the optimizer step
+                # below catches both with one host sync per step.
+                accelerator.backward(loss)
+                window_loss += loss.detach().float()
+                window_batches += 1
+                result.tokens_seen += num_tokens
+                result.examples_seen += batch["input_ids"].shape[0]
+                if not accelerator.sync_gradients:
+                    continue
+                grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                step_loss, norm = torch.stack(
+                    [window_loss / window_batches, grad_norm.float()]
+                ).tolist()
+                if math.isfinite(step_loss) and math.isfinite(norm):
+                    optimizer.step()
+                    scheduler.step()
+                    consecutive_skips = 0
+                else:
+                    result.skipped_steps += 1
+                    consecutive_skips += 1
+                optimizer.zero_grad(set_to_none=True)
+            result.steps += 1
+            window_loss.zero_()
+            window_batches = 0
+            if math.isfinite(step_loss):
+                result.final_loss = step_loss
+            if result.steps % config.log_every == 0 or not math.isfinite(step_loss):
+                log(
+                    {
+                        "train/loss": step_loss,
+                        "train/grad_norm": norm,
+                        "train/lr": scheduler.get_last_lr()[0],
+                        "train/skipped_steps": result.skipped_steps,
+                    },
+                    result.steps,
+                )
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", skipped=result.skipped_steps)
+            if consecutive_skips >= config.max_consecutive_skips:
+                bar.close()
+                raise TrainingDiverged(
+                    f"{consecutive_skips} consecutive steps had a non-finite loss or gradient "
+                    f"(last loss {step_loss}, grad norm {norm}) at step {result.steps}. Lower "
+                    "train.learning_rate, use mixed_precision=no or bf16 instead of fp16, or raise "
+                    "train.max_consecutive_skips"
+                )
+            if config.max_steps and result.steps >= config.max_steps:
+                break
+        if val_features:
+            val_start = time.perf_counter()
+            val_loss = validation_loss(
+                model, val_features, pad_id, config.val_batch_size, accelerator
+            )
+            val_time += time.perf_counter() - val_start
+            result.val_losses.append(val_loss)
+            log({"val/loss": val_loss, "epoch": epoch + 1}, result.steps)
+        if config.max_steps and result.steps >= config.max_steps:
+            break
+    bar.close()
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize(accelerator.device)
+    result.train_time_s = time.perf_counter() - start - val_time
+    result.peak_memory_mb, result.memory_kind = _peak_memory_mb(accelerator)
+    model.eval()
+    return result

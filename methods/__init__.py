@@ -1,0 +1,141 @@
+"""Method plugins: each adapts a base seq2seq model and says what it trains.
+
+A method is one module in this package holding a `Method` subclass decorated with `@register`.
+Modules are discovered on first use, so adding a method touches no shared code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from benchmark.config import UsageError, build_dataclass
+
+_REGISTRY: dict[str, type[Method]] = {}
+_DISCOVERED = False
+
+
+class WeightsMismatchError(ValueError):
+    """Trained weights that do not fit the base model they are loaded onto."""
+
+
+class Method:
+    """One parameter-efficient method. Subclasses set `name`, `Config` and implement `apply`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Adapt `model` in place or wrap it; afterwards only this method's parameters train."""
+        raise NotImplementedError
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """Fold the trained weights into a plain transformers model of the base's class."""
+        raise NotImplementedError(f"method {self.name!r} cannot be merged into a plain model")
+
+    def config_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def trained_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The parameters this method trains, by name (nothing of the frozen base)."""
+        return {
+            name: param.detach().cpu().contiguous()
+            for name, param in model.named_parameters()
+            if param.requires_grad
+        }
+
+    def save_trained(self, model: nn.Module, path: str | Path) -> int:
+        """Write the trained parameters as safetensors; returns the file size in bytes."""
+        save_file(self.trained_state_dict(model), str(path))
+        return Path(path).stat().st_size
+
+    def load_trained(self, model: nn.Module, path: str | Path, base_name: str = "") -> nn.Module:
+        """Load weights written by `save_trained` onto an already adapted model."""
+        weights = load_file(str(path))
+        expected = dict(model.named_parameters())
+        trained = {n for n, p in expected.items() if p.requires_grad}
+        base = base_name or getattr(getattr(model, "config", None), "_name_or_path", "?")
+        for name, tensor in weights.items():
+            if name not in expected:
+                raise WeightsMismatchError(
+                    f"method {self.name!r} on base {base!r}: the saved tensor {name!r} has no "
+                    "place in the adapted model (another method config or base model?)"
+                )
+            if tuple(expected[name].shape) != tuple(tensor.shape):
+                raise WeightsMismatchError(
+                    f"method {self.name!r} on base {base!r}: tensor {name!r} is "
+                    f"{tuple(tensor.shape)} in the file but {tuple(expected[name].shape)} in the "
+                    "model (another method config or base model?)"
+                )
+        missing = sorted(trained - set(weights))
+        if missing:
+            raise WeightsMismatchError(
+                f"method {self.name!r} on base {base!r}: the file lacks trained tensor "
+                f"{missing[0]!r} ({len(missing)} missing in all)"
+            )
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                expected[name].copy_(tensor.to(expected[name].dtype))
+        return model
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method available by its `name`."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _DISCOVERED = True
+
+
+def available() -> list[str]:
+    """Names of every registered method, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    _discover()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown method {name!r}. Registered methods: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def get_method(name: str, options: dict[str, Any] | None = None) -> Method:
+    """A method instance by name, its config built from `options` (strings are coerced)."""
+    cls = method_class(name)
+    config = build_dataclass(cls.Config, dict(options or {}), f"method {name!r}")
+    return cls(config)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; shared (tied) tensors are counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total

@@ -1,0 +1,86 @@
+"""Metric plugins: each scores generated code against references and states its settings.
+
+A metric is one module in this package holding a `Metric` subclass decorated with `@register`.
+Its `signature()` names every setting and library version that changes the number; the harness
+logs it as a param so two numbers are only compared when their signatures match.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import ClassVar
+
+from benchmark.config import UsageError
+
+_REGISTRY: dict[str, type[Metric]] = {}
+_DISCOVERED = False
+
+
+@dataclass
+class MetricResult:
+    corpus: float  # the corpus-level value reported for the run
+    per_example: list[float]  # one value per prediction, in input order (for intervals)
+
+
+class Metric:
+    """One metric. Subclasses set `name` and implement `compute` and `signature`."""
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    languages: ClassVar[tuple[str, ...] | None] = None  # None: every language
+    default: ClassVar[bool] = True  # part of `eval.metrics=all`
+
+    def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
+        raise NotImplementedError
+
+    def signature(self) -> str:
+        raise NotImplementedError
+
+    def supports(self, language: str) -> bool:
+        return self.languages is None or language in self.languages
+
+
+def register(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: make a metric available by its `name`."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"metric name {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _DISCOVERED = True
+
+
+def available() -> list[str]:
+    """Names of every registered metric, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def get_metric(name: str) -> Metric:
+    _discover()
+    if name not in _REGISTRY:
+        raise UsageError(f"unknown metric {name!r}. Registered metrics: {', '.join(available())}")
+    return _REGISTRY[name]()
+
+
+def resolve(names: list[str]) -> list[Metric]:
+    """Metric instances for `names`; `all` stands for every metric marked default."""
+    _discover()
+    chosen: list[str] = []
+    for name in names:
+        if name == "all":
+            chosen += [n for n in available() if _REGISTRY[n].default]
+        else:
+            get_metric(name)  # validates the name
+            chosen.append(name)
+    return [get_metric(n) for n in dict.fromkeys(chosen)]

@@ -1,0 +1,139 @@
+"""Shared fixtures: small CodeSearchNet files in both schemas, written to a temp folder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+CODET5_CONFIG = REPO / "tests" / "fixtures" / "codet5-small-config.json"
+
+
+def python_function(i: int) -> tuple[str, str]:
+    """(code with its docstring, the docstring) for a distinct small Python function."""
+    doc = f"Return the sum of the first {i} squares of the values.\n\n    Extra details here."
+    code = (
+        f"def sum_squares_{i}(values):\n"
+        f'    """{doc}"""\n'
+        "    total = 0\n"
+        f"    for v in values[:{i}]:\n"
+        "        total += v * v\n"
+        "    return total\n"
+    )
+    return code, doc
+
+
+def javascript_function(i: int) -> tuple[str, str]:
+    doc = f"Multiply every element of the array by {i} and return the result."
+    code = textwrap.dedent(
+        f"""\
+        function scale{i}(items) {{
+          var out = [];
+          for (var j = 0; j < items.length; j++) {{
+            out.push(items[j] * {i});
+          }}
+          return out;
+        }}"""
+    )
+    return code, doc
+
+
+def raw_row(language: str, i: int, split: str) -> dict:
+    maker = python_function if language == "python" else javascript_function
+    code, doc = maker(i)
+    return {
+        "repo": f"example/{language}",
+        "path": f"src/module_{i % 7}.{'py' if language == 'python' else 'js'}",
+        "func_name": f"fn_{i}",
+        "original_string": code,
+        "language": language,
+        "code": code,
+        "code_tokens": code.split(),
+        "docstring": textwrap.dedent(doc),
+        "docstring_tokens": doc.split(),
+        "sha": "0" * 40,
+        "url": f"https://example.invalid/{language}/{i}",
+        "partition": {"train": "train", "validation": "valid", "test": "test"}[split],
+    }
+
+
+def hf_row(language: str, i: int, split: str) -> dict:
+    raw = raw_row(language, i, split)
+    return {
+        "repository_name": raw["repo"],
+        "func_path_in_repository": raw["path"],
+        "func_name": raw["func_name"],
+        "whole_func_string": raw["original_string"],
+        "language": language,
+        "func_code_string": raw["code"],
+        "func_code_tokens": raw["code_tokens"],
+        "func_documentation_string": raw["docstring"],
+        "func_documentation_tokens": raw["docstring_tokens"],
+        "split_name": raw["partition"],
+        "func_code_url": raw["url"],
+    }
+
+
+SIZES = {"train": 40, "validation": 12, "test": 12}
+
+
+def _ids(split: str) -> range:
+    offset = {"train": 0, "validation": 1000, "test": 2000}[split]
+    return range(offset + 3, offset + 3 + SIZES[split])
+
+
+def write_csn_tree(root: Path, languages=("python", "javascript")) -> Path:
+    """The original release layout: <lang>/final/jsonl/{train,valid,test}/*.jsonl.gz."""
+    for language in languages:
+        for split, folder in (("train", "train"), ("validation", "valid"), ("test", "test")):
+            target = root / language / "final" / "jsonl" / folder
+            target.mkdir(parents=True, exist_ok=True)
+            with gzip.open(target / f"{language}_{folder}_0.jsonl.gz", "wt") as fh:
+                for i in _ids(split):
+                    fh.write(json.dumps(raw_row(language, i, split)) + "\n")
+    return root
+
+
+def write_hf_parquet(root: Path, languages=("python", "javascript")) -> Path:
+    """Hugging Face schema, one parquet file per language and split."""
+    import pandas as pd
+
+    root.mkdir(parents=True, exist_ok=True)
+    for language in languages:
+        for split in SIZES:
+            rows = [hf_row(language, i, split) for i in _ids(split)]
+            pd.DataFrame(rows).to_parquet(root / f"{language}-{split}.parquet")
+    return root
+
+
+@pytest.fixture
+def csn_tree(tmp_path: Path) -> Path:
+    return write_csn_tree(tmp_path / "csn")
+
+
+@pytest.fixture
+def hf_parquet(tmp_path: Path) -> Path:
+    return write_hf_parquet(tmp_path / "hf")
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh sqlite tracking store for one test."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    if mlflow.active_run():
+        mlflow.end_run()
