@@ -101,9 +101,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.runner import run
 
     config = make_config(args.method, args.preset, _collect_overrides(args))
-    run_id = run(config)
+    run_id = run(config, register_as=args.register_as)
     print(f"run {run_id} finished: open `mlflow ui` and look in experiment {config.experiment!r}")
     return 0
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    from benchmark.suite import plan, run_suite
+
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    configs = plan(args.preset, names, args.seeds, _collect_overrides(args))
+    entries = run_suite(configs)
+    for entry in entries:
+        detail = f"  {entry.error}" if entry.error else ""
+        print(f"{entry.method:16} seed {entry.seed:<6} {entry.status:9} {entry.run_id}{detail}")
+    if not args.no_report:
+        from reports.compare import build_report
+
+        out = build_report(
+            experiment=configs[0].experiment,
+            filter_string=f"tags.preset = '{args.preset}'",
+            out_dir=args.out,
+        )
+        print(f"report: {out / 'comparison.html'} (and comparison.md)")
+    print(
+        "MLflow UI on the same runs: mlflow ui --backend-store-uri <your store, default "
+        "sqlite:///mlflow.db>, then open http://127.0.0.1:5000"
+    )
+    return 0 if all(e.status == "FINISHED" for e in entries) else 1
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reports.compare import build_report
+
+    out = build_report(
+        experiment=args.experiment or "adaptbench",
+        filter_string=args.filter,
+        out_dir=args.out,
+        reference=args.reference,
+    )
+    print(f"report: {out / 'comparison.md'} and {out / 'comparison.html'}")
+    return 0
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 42,43,44, got {text!r}"
+        ) from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return seeds
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
@@ -125,6 +175,23 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import mlflow
+    import pandas as pd
+
+    prompts = args.prompt or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not prompts:
+        raise UsageError("give at least one docstring, as an argument or one per line on stdin")
+    model = mlflow.pyfunc.load_model(args.model_uri)
+    params = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    result = model.predict(pd.DataFrame({"prompt": prompts}), params=params)
+    for prompt, code in zip(prompts, result["code"]):
+        if len(prompts) > 1:
+            print(f"# {prompt}")
+        print(code)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmark",
@@ -142,8 +209,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--set train.epochs=1 --set method.expansion_dim=256",
     )
     run.add_argument("--method", default="lora", help="registered method (see `methods`)")
+    run.add_argument(
+        "--register-as",
+        default="",
+        metavar="NAME",
+        help="register each language's model in the Model Registry as NAME-<language>",
+    )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
+
+    suite = sub.add_parser(
+        "suite",
+        help="run every method (or those named) as its own MLflow run, then compare",
+        description="Run every registered method (or --methods) for each seed as a child run of "
+        "one suite run; a failed method is recorded as a failed run and the suite goes on. "
+        "Then write the comparison report.",
+    )
+    suite.add_argument("--methods", default="", help="comma-separated methods (default: all)")
+    suite.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds")
+    suite.add_argument("--out", default="reports/latest", help="report folder")
+    suite.add_argument("--no-report", action="store_true", help="skip the comparison report")
+    _add_run_options(suite)
+    suite.set_defaults(func=cmd_suite)
+
+    compare = sub.add_parser(
+        "compare",
+        help="compare runs: tables with confidence intervals, plots, Markdown + HTML",
+        description="Read runs from the tracking store (MLFLOW_TRACKING_URI) and write "
+        "comparison.md and a self-contained comparison.html, also logged as a comparison run.",
+    )
+    compare.add_argument("--experiment", default="", help="experiment name (default adaptbench)")
+    compare.add_argument(
+        "--filter", default="", help="MLflow filter, e.g. \"tags.preset = 'demo'\""
+    )
+    compare.add_argument("--out", default="reports/latest", help="report folder")
+    compare.add_argument("--reference", default="lora", help="method the others are tested against")
+    compare.set_defaults(func=cmd_compare)
 
     meth = sub.add_parser(
         "methods",
@@ -154,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
     meth.add_argument("--model-config", default=None, help="a transformers config.json")
     meth.add_argument("--json", action="store_true", help="print JSON")
     meth.set_defaults(func=cmd_methods)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate code from docstrings with a logged model (no server)",
+        description="Load a logged model (runs:/<run_id>/<language>_model, models:/NAME/1, ...) "
+        "and print the code it generates for each docstring.",
+    )
+    gen.add_argument("--model-uri", required=True, help="an MLflow model URI")
+    gen.add_argument("prompt", nargs="*", help="docstrings (default: one per line on stdin)")
+    gen.add_argument("--max-new-tokens", type=int, default=128, help="generation length cap")
+    gen.add_argument("--num-beams", type=int, default=1, help="beam search width (1 = greedy)")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 
@@ -164,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    from mlflow.exceptions import MlflowException
+
     from benchmark.data import DataError
     from benchmark.training import TrainingDiverged
     from methods import WeightsMismatchError
@@ -172,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (UsageError, DataError, WeightsMismatchError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MlflowException as err:
+        print(f"error: {err.message}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"error: training diverged: {err}", file=sys.stderr)

@@ -76,8 +76,9 @@ class RunConfig:
     method: str = "lora"
     preset: str = "demo"
     languages: list[str] = field(default_factory=lambda: ["python", "javascript"])
-    protocol: str = "fresh"  # fresh: a new model per language
+    protocol: str = "fresh"  # fresh: a new model per language; sequential: one model, in turn
     experiment: str = "adaptbench"
+    bundle_base: bool = False  # store the base weights in the logged model even for hub bases
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -253,7 +254,11 @@ def validate(config: RunConfig) -> None:
         ),
         (config.eval.max_new_tokens >= 1, "eval.max_new_tokens must be at least 1"),
         (config.eval.num_beams >= 1, "eval.num_beams must be at least 1"),
-        (config.protocol in ("fresh",), "protocol must be fresh"),
+        (
+            config.protocol in ("fresh", "sequential"),
+            "protocol must be fresh (a new model per language) or sequential (one model "
+            "trained on each language in turn)",
+        ),
         (bool(config.languages), "languages must name at least one language"),
     ]
     for ok, message in checks:

@@ -7,6 +7,7 @@ import json
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,12 @@ def log_dataset(
 ) -> None:
     """Record the exact examples as an MLflow dataset input (schema, digest, profile)."""
     frame = pd.DataFrame(to_records(examples))
-    dataset = mlflow.data.from_pandas(
-        frame, source=_dataset_source(source, language, split), name=name
-    )
+    with warnings.catch_warnings():
+        # A local path matches MLflow's local source twice over; both readings are the same.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        dataset = mlflow.data.from_pandas(
+            frame, source=_dataset_source(source, language, split), name=name
+        )
     mlflow.log_input(dataset, context=context)
 
 

@@ -137,3 +137,41 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     yield uri
     if mlflow.active_run():
         mlflow.end_run()
+
+
+SMALL_RUN = {
+    "data.train_size": "32",
+    "data.val_size": "8",
+    "data.eval_size": "6",
+    "train.epochs": "1",
+    "train.batch_size": "8",
+    "eval.max_new_tokens": "12",
+}
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory):
+    """One small lora run on both languages, shared by the tests that read a finished run."""
+    import mlflow
+
+    from benchmark.config import make_config
+    from benchmark.runner import run
+
+    root = tmp_path_factory.mktemp("demo_run")
+    tree = write_csn_tree(root / "csn")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        config = make_config("lora", "demo", {**SMALL_RUN, "data.source": str(tree)})
+        run_id = run(config)
+    finally:
+        os.chdir(cwd)
+    yield {"uri": uri, "run_id": run_id, "root": root}
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous

@@ -1,0 +1,66 @@
+"""The suite: every method (and seed) as its own MLflow run, then the comparison report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+
+import methods
+from benchmark.config import RunConfig, make_config
+from benchmark.runner import run
+
+log = logging.getLogger("adaptbench")
+
+
+@dataclass
+class SuiteEntry:
+    method: str
+    seed: int
+    run_id: str
+    status: str  # FINISHED or FAILED
+    error: str = ""
+
+
+def plan(
+    preset: str, method_names: list[str], seeds: list[int], overrides: dict[str, Any]
+) -> list[RunConfig]:
+    """Every (method, seed) config, validated before anything trains."""
+    names = method_names or methods.available()
+    configs = []
+    for name in names:
+        for seed in seeds:
+            config = make_config(name, preset, {**overrides, "train.seed": seed})
+            methods.get_method(name, config.method_options)  # a bad option fails now, not later
+            configs.append(config)
+    return configs
+
+
+def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
+    """Run each config as a child of one suite run; a failure is recorded and the suite goes on."""
+    first = configs[0]
+    if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
+        mlflow.set_experiment(first.experiment)
+    entries: list[SuiteEntry] = []
+    with mlflow.start_run(run_name=f"suite-{first.preset}") as parent:
+        mlflow.set_tags({"adaptbench.kind": "suite", "preset": first.preset})
+        for config in configs:
+            label = f"{config.method} (seed {config.train.seed})"
+            log.info("suite: %s", label)
+            try:
+                run_id = run(config, nested=True)
+                entries.append(SuiteEntry(config.method, config.train.seed, run_id, "FINISHED"))
+            except Exception as err:  # noqa: BLE001 - one method's failure must not stop the rest
+                failed = mlflow.last_active_run()
+                is_child = failed is not None and failed.info.run_id != parent.info.run_id
+                run_id = failed.info.run_id if is_child else ""
+                message = f"{type(err).__name__}: {err}"
+                log.error("suite: %s failed: %s", label, message)
+                entries.append(
+                    SuiteEntry(config.method, config.train.seed, run_id, "FAILED", message)
+                )
+        mlflow.log_dict([e.__dict__ for e in entries], "suite.json")
+    return entries
