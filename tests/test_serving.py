@@ -24,7 +24,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(demo_run: dict):
     port = _free_port()
-    env = dict(os.environ, MLFLOW_TRACKING_URI=demo_run["uri"])
+    # The server starts `uvicorn` by name: this interpreter's bin folder must be on PATH.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = dict(os.environ, MLFLOW_TRACKING_URI=demo_run["uri"], PATH=path)
     log = open(demo_run["root"] / "serve.log", "w")
     model_uri = f"runs:/{demo_run['run_id']}/python_model"
     proc = subprocess.Popen(
@@ -48,7 +50,8 @@ def server(demo_run: dict):
             time.sleep(0.5)
         yield base
     finally:
-        os.kill(proc.pid, signal.SIGTERM)  # stop by PID; the CLI takes its uvicorn child along
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)  # stop by PID; the CLI takes its uvicorn child along
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
