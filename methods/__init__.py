@@ -31,6 +31,7 @@ class Method:
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    in_default_suite: ClassVar[bool] = True  # run by `suite` when no methods are named
 
     def __init__(self, config: Any = None) -> None:
         self.config = config if config is not None else self.Config()
@@ -139,3 +140,40 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if param.requires_grad:
             trainable += param.numel()
     return trainable, total
+
+
+def describe(model_config_path: str | None = None) -> list[dict[str, Any]]:
+    """Every registered method with its config fields and, given a transformers config.json,
+    its trainable and total parameters on a randomly initialised model of that shape."""
+    import typing
+
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    rows = []
+    for name in available():
+        cls = method_class(name)
+        hints = typing.get_type_hints(cls.Config)
+        fields = [
+            {
+                "name": f.name,
+                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                "help": f.metadata.get("help", ""),
+                "default": f.default
+                if f.default is not dataclasses.MISSING
+                else f.default_factory(),  # type: ignore[misc]
+            }
+            for f in dataclasses.fields(cls.Config)
+        ]
+        row: dict[str, Any] = {"name": name, "fields": fields}
+        if model_config_path:
+            try:
+                config = AutoConfig.from_pretrained(model_config_path)
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = AutoModelForSeq2SeqLM.from_config(config)
+                    trainable, total = count_parameters(get_method(name).apply(model))
+                row.update(trainable=trainable, total=total, share=trainable / total)
+            except UsageError as err:  # a method that needs settings (peft) cannot be counted
+                row.update(trainable=None, total=None, share=None, note=str(err))
+        rows.append(row)
+    return rows

@@ -12,11 +12,14 @@ from methods import Method, register
 
 @dataclass
 class LoraSettings:
-    r: int = 24  # rank of the update; 24 on q,k,v,o of codet5-small trains 1,769,472 parameters
-    alpha: int = 48  # scale of the update is alpha / r
-    dropout: float = 0.05  # dropout on the LoRA path's input
-    target_modules: list[str] = field(default_factory=lambda: ["q", "k", "v", "o"])  # T5 names
-    bias: str = "none"  # "none", "all" or "lora_only" (PEFT's choices)
+    r: int = field(default=24, metadata={"help": "rank of the update B @ A"})
+    alpha: int = field(default=48, metadata={"help": "the update is scaled by alpha / r"})
+    dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path's input"})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q", "k", "v", "o"],
+        metadata={"help": "module names to adapt (T5: q, k, v, o, wi, wo)"},
+    )
+    bias: str = field(default="none", metadata={"help": "none, all or lora_only (PEFT's)"})
 
 
 def lora_config(settings: LoraSettings) -> LoraConfig:

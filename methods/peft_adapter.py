@@ -1,0 +1,71 @@
+"""Any PEFT adapter (IA3, DoRA, AdaLoRA, prefix tuning, ...) from its PEFT config, no new code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel, get_peft_config, get_peft_model
+from torch import nn
+
+from benchmark.config import UsageError
+from methods import Method, register
+
+
+@dataclass
+class PeftAdapterSettings:
+    # A PEFT config as JSON: a file (as `PeftConfig.save_pretrained` writes, adapter_config.json)
+    # or an inline string, e.g. '{"peft_type": "IA3", "target_modules": ["k", "v", "wo"],
+    # "feedforward_modules": ["wo"]}'. The task type defaults to SEQ_2_SEQ_LM.
+    config_file: str = field(default="", metadata={"help": "path to a PEFT adapter_config.json"})
+    config_json: str = field(default="", metadata={"help": "a PEFT config as inline JSON"})
+
+
+@register
+class PeftAdapter(Method):
+    """A generic method: whatever PEFT adapter the config describes."""
+
+    name = "peft"
+    Config = PeftAdapterSettings
+    in_default_suite = False  # needs a config: there is no sensible default adapter
+
+    def peft_config_dict(self) -> dict[str, Any]:
+        settings = self.config
+        if bool(settings.config_file) == bool(settings.config_json):
+            raise UsageError(
+                "method peft needs exactly one of method.config_file=<adapter_config.json> or "
+                'method.config_json=\'{"peft_type": "IA3", ...}\''
+            )
+        try:
+            if settings.config_file:
+                values = json.loads(Path(settings.config_file).read_text())
+            else:
+                values = json.loads(settings.config_json)
+        except (OSError, json.JSONDecodeError) as err:
+            raise UsageError(f"method peft: cannot read the PEFT config: {err}") from None
+        if not isinstance(values, dict) or "peft_type" not in values:
+            raise UsageError("method peft: the PEFT config must be a JSON object with 'peft_type'")
+        values.setdefault("task_type", "SEQ_2_SEQ_LM")
+        return values
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        try:
+            config = get_peft_config(self.peft_config_dict())
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"method peft: invalid PEFT config: {err}") from None
+        return get_peft_model(model, config)
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        if not isinstance(model, PeftModel) or not hasattr(model, "merge_and_unload"):
+            raise NotImplementedError("this PEFT adapter cannot be merged into the base")
+        return model.merge_and_unload()
+
+    def config_dict(self) -> dict[str, Any]:
+        out = super().config_dict()
+        try:
+            out["resolved"] = json.dumps(self.peft_config_dict(), sort_keys=True)
+        except UsageError:
+            pass
+        return out
