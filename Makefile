@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# CPU torch first: an unpinned torch would pull a multi-GB CUDA build.
 	$(PIP) install -q "torch==2.13.0" -c constraints.txt
 	$(PIP) install -q -e ".[dev]" -c constraints.txt
+	# WordNet for METEOR, offline (Debian's packages into the venv's NLTK data folder).
+	bash scripts/install_wordnet.sh $(VENV)/nltk_data
 	touch $(STAMP)
 
 test: install

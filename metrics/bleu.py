@@ -27,5 +27,8 @@ class Bleu(Metric):
         return MetricResult(corpus=corpus, per_example=per_example)
 
     def signature(self) -> str:
-        sig = self._corpus.get_signature()
-        return f"{sig}|codetok:re(\\w+|[^\\s\\w])|sacrebleu:{sacrebleu.__version__}"
+        # sacrebleu's own signature fields, written out: get_signature() needs a scored corpus.
+        return (
+            f"bleu|nrefs:1|case:mixed|eff:no|tok:none|smooth:exp|version:{sacrebleu.__version__}"
+            "|pretok:re(\\w+|[^\\s\\w])|sentence:eff:yes"
+        )

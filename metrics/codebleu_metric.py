@@ -1,0 +1,49 @@
+"""CodeBLEU (the `codebleu` package): n-gram, weighted n-gram, syntax and data-flow match."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import warnings
+
+from metrics import Metric, MetricResult, register
+
+WEIGHTS = (0.25, 0.25, 0.25, 0.25)
+
+
+def _codebleu(references: list[str], predictions: list[str], language: str) -> float:
+    from codebleu import calc_codebleu
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("codebleu").setLevel(logging.ERROR)
+        try:
+            return float(
+                calc_codebleu(references, predictions, lang=language, weights=WEIGHTS)["codebleu"]
+            )
+        except (ZeroDivisionError, ValueError, IndexError):
+            return 0.0  # e.g. an empty prediction: nothing to match
+
+
+@register
+class CodeBleu(Metric):
+    """CodeBLEU (Ren et al., 2020) with equal weights, corpus level and per pair (0-1)."""
+
+    name = "codebleu"
+    languages = ("python", "javascript")
+
+    def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
+        per_example = [
+            _codebleu([r], [p], language) if p.strip() else 0.0
+            for p, r in zip(predictions, references)
+        ]
+        return MetricResult(
+            corpus=_codebleu(references, predictions, language), per_example=per_example
+        )
+
+    def signature(self) -> str:
+        versions = ",".join(
+            f"{p}:{importlib.metadata.version(p)}"
+            for p in ("codebleu", "tree-sitter", "tree-sitter-python", "tree-sitter-javascript")
+        )
+        return f"codebleu|weights:{','.join(map(str, WEIGHTS))}|{versions}"

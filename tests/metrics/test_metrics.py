@@ -1,0 +1,138 @@
+"""Metric plugins: known values, identities, invariances, signatures."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import pytest
+from sacrebleu.metrics import BLEU
+
+import metrics
+from metrics._text import code_tokens, strip_fences
+from metrics.codexglue_bleu import smoothed_bleu
+
+PY = (
+    "def total(values, start):\n    result = start\n    for v in values:\n"
+    "        result += v\n    return result\n"
+)
+PY_RENAMED = (
+    "def accumulate(items, first):\n    acc = first\n    for x in items:\n"
+    "        acc += x\n    return acc\n"
+)
+JS = (
+    "function total(values) {\n  var sum = 0;\n  for (var i = 0; i < values.length; i++) {\n"
+    "    sum += values[i];\n  }\n  return sum;\n}"
+)
+JS_RENAMED = (
+    "function add(xs) {\n  var acc = 0;\n  for (var j = 0; j < xs.length; j++) {\n"
+    "    acc += xs[j];\n  }\n  return acc;\n}"
+)
+SIMILARITIES = [
+    "bleu",
+    "codexglue_bleu",
+    "meteor",
+    "edit_similarity",
+    "ast_similarity",
+    "codebleu",
+    "exact_match",
+    "pass_rate",
+]
+
+
+def score(name: str, predictions: list[str], references: list[str], language: str = "python"):
+    return metrics.get_metric(name).compute(predictions, references, language)
+
+
+def test_bleu_equals_sacrebleu_on_the_same_tokens():
+    preds = [PY_RENAMED, PY.replace("start", "init"), "return 0"]
+    refs = [PY, PY, PY]
+    ours = score("bleu", preds, refs)
+    tok = [" ".join(code_tokens(t)) for t in preds], [" ".join(code_tokens(t)) for t in refs]
+    expected = BLEU(tokenize="none").corpus_score(tok[0], [tok[1]]).score
+    assert ours.corpus == pytest.approx(expected)
+    sentence = BLEU(tokenize="none", effective_order=True).sentence_score(tok[0][1], [tok[1][1]])
+    assert ours.per_example[1] == pytest.approx(sentence.score)
+    assert code_tokens("is_even(n)==0") == ["is_even", "(", "n", ")", "=", "=", "0"]
+
+
+@pytest.mark.parametrize("name", SIMILARITIES)
+@pytest.mark.parametrize("language, code", [("python", PY), ("javascript", JS)])
+def test_identical_code_scores_the_maximum(name: str, language: str, code: str):
+    result = score(name, [code, code], [code, code], language)
+    top = 100.0 if "bleu" in name and name != "codebleu" else 1.0
+    if name == "meteor":
+        # METEOR's fragmentation penalty (0.5 * (chunks / matches) ** 3) never quite reaches 0.
+        assert result.corpus == pytest.approx(top, abs=1e-3)
+    else:
+        assert result.corpus == pytest.approx(top)
+        assert result.per_example == pytest.approx([top, top])
+
+
+@pytest.mark.parametrize(
+    "language, code, renamed", [("python", PY, PY_RENAMED), ("javascript", JS, JS_RENAMED)]
+)
+def test_renaming_keeps_ast_similarity_and_lowers_bleu(language, code, renamed):
+    assert score("ast_similarity", [renamed], [code], language).corpus == pytest.approx(1.0)
+    assert score("bleu", [renamed], [code], language).corpus < 60
+    assert score("exact_match", [renamed], [code], language).corpus == 0.0
+
+
+def test_pass_rate_knows_invalid_code():
+    py = score(
+        "pass_rate",
+        ["print 'x'", PY, "def f(:\n  pass", "```python\n" + PY + "```"],
+        ["", "", "", ""],
+        "python",
+    )
+    assert py.per_example == [0.0, 1.0, 0.0, 1.0]
+    js = score("pass_rate", ["function (", JS, "let x = ;"], ["", "", ""], "javascript")
+    assert js.per_example == [0.0, 1.0, 0.0]
+
+
+def test_unparsable_prediction_scores_zero_on_ast_similarity():
+    assert score("ast_similarity", ["def f(:"], [PY]).per_example == [0.0]
+
+
+def test_edit_metrics_known_values():
+    sim = score("edit_similarity", ["kitten"], ["sitting"])
+    assert sim.per_example[0] == pytest.approx(1 - 3 / 7)
+    dist = score("edit_distance", ["kitten", "abc"], ["sitting", "abc"])
+    assert dist.per_example == [3.0, 0.0] and dist.corpus == 1.5
+    assert not metrics.get_metric("edit_distance").higher_is_better
+
+
+def test_codexglue_bleu_matches_a_hand_computation():
+    # hyp "a b c d" vs ref "a b c e": matches 3/4, 2/3, 1/2, 0/1 -> smoothed (4/5, 3/4, 2/3, 1/2)
+    expected = 100 * (4 / 5 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25
+    assert smoothed_bleu([["a", "b", "c", "e"]], [["a", "b", "c", "d"]]) == pytest.approx(expected)
+    result = score("codexglue_bleu", ["a b c d"], ["a b c e"])
+    assert result.corpus == pytest.approx(expected)
+    short = smoothed_bleu([["a", "b", "c", "d"]], [["a", "b"]])  # brevity penalty e^(1 - 2)
+    assert short == pytest.approx(100 * (3 / 3 * 2 / 2 * 1 / 1 * 1 / 1) ** 0.25 * 2.718281828**-1)
+
+
+def test_empty_predictions_score_zero():
+    for name in ("bleu", "meteor", "codebleu", "ast_similarity", "pass_rate", "edit_similarity"):
+        assert score(name, [""], [PY]).per_example == [0.0], name
+
+
+def test_strip_fences():
+    assert strip_fences("```js\nlet a = 1;\n```") == "let a = 1;"
+    assert strip_fences("no fence") == "no fence"
+
+
+def test_every_signature_names_its_settings_and_versions():
+    for name in metrics.available():
+        signature = metrics.get_metric(name).signature()
+        assert signature and name.split("_")[0] in signature or "nrefs" in signature
+    assert importlib.metadata.version("sacrebleu") in metrics.get_metric("bleu").signature()
+    assert importlib.metadata.version("codebleu") in metrics.get_metric("codebleu").signature()
+    assert "wordnet:" in metrics.get_metric("meteor").signature()
+
+
+def test_all_resolves_the_default_metrics_and_rejects_unknown_names():
+    names = [m.name for m in metrics.resolve(["all"])]
+    assert {"bleu", "exact_match", "pass_rate", "codebleu", "meteor"} <= set(names)
+    assert "humaneval" not in names
+    with pytest.raises(ValueError, match="Registered metrics"):
+        metrics.resolve(["bleu", "nope"])
