@@ -68,7 +68,10 @@ class EvalConfig:
     max_new_tokens: int = 128
     num_beams: int = 1
     metrics: list[str] = field(default_factory=lambda: ["all"])
-    humaneval: bool = False
+    humaneval: bool = False  # also run HumanEval (Python tasks): pass@1 and pass@10
+    humaneval_samples: int = 10
+    humaneval_temperature: float = 0.8
+    humaneval_limit: int = 0  # 0: all 164 problems; fewer for a quick look
 
 
 @dataclass

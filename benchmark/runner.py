@@ -18,7 +18,7 @@ import methods
 from benchmark import continual, packaging, tracking
 from benchmark.config import RunConfig
 from benchmark.data import TaskData, load_tasks
-from benchmark.evaluation import EvalResult, evaluate, examples_table
+from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
 from benchmark.models import BaseModelInfo, load_base
 from benchmark.training import encode, make_accelerator, train
 
@@ -171,8 +171,39 @@ def _evaluate_task(
         {f"metric.{name}.signature": sig for name, sig in result.signatures.items()}
     )
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.as_metrics().items()})
+    if config.eval.humaneval and task.language == "python" and not prefix.startswith("final/"):
+        _humaneval(config, adapted, prefix)
     log.info("%s%s", prefix, {k: round(v, 4) for k, v in result.as_metrics().items()})
     return result
+
+
+def _humaneval(config: RunConfig, adapted: Adapted, prefix: str) -> None:
+    """HumanEval pass@k of the trained model (docstring -> whole function, sampled)."""
+    from metrics.humaneval import evaluate_humaneval, signature
+
+    samples, temperature = config.eval.humaneval_samples, config.eval.humaneval_temperature
+
+    def generate_samples(prompts: list[str], n: int) -> list[list[str]]:
+        repeated = [p for p in prompts for _ in range(n)]
+        codes = generate(
+            adapted.model,
+            adapted.tokenizer,
+            repeated,
+            config.data.max_source_length,
+            max_new_tokens=config.eval.max_new_tokens,
+            batch_size=config.eval.batch_size,
+            desc="humaneval",
+            do_sample=n > 1,
+            temperature=temperature,
+            top_p=0.95,
+        )
+        return [codes[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    results = evaluate_humaneval(
+        generate_samples, num_samples=samples, ks=(1, 10), limit=config.eval.humaneval_limit or None
+    )
+    tracking.log_params({"metric.humaneval.signature": signature(samples, "function", 5.0)})
+    mlflow.log_metrics({f"{prefix}humaneval/{k}": v for k, v in results.items()})
 
 
 def _log_model(

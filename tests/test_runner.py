@@ -100,3 +100,23 @@ def test_seed_preset_path_on_local_hf_parquet_and_codet5_shape(mlflow_store: str
     assert record.data.params["trainable_params"] == "1769472"
     assert record.data.params["total_params"] == str(60_492_288 + 1_769_472)
     assert "python/bleu" in record.data.metrics
+
+
+def test_humaneval_task_logs_pass_at_k(mlflow_store: str, csn_tree: Path):
+    from tests.conftest import SMALL_RUN
+
+    overrides = {
+        **SMALL_RUN,
+        "data.source": str(csn_tree),
+        "languages": "python",
+        "eval.humaneval": "true",
+        "eval.humaneval_limit": "3",
+        "eval.humaneval_samples": "2",
+        "eval.max_new_tokens": "8",
+    }
+    run_id = run(make_config("lora", "demo", overrides))
+    record = MlflowClient().get_run(run_id)
+    assert record.data.metrics["python/humaneval/problems"] == 3
+    assert 0.0 <= record.data.metrics["python/humaneval/pass_at_1"] <= 1.0
+    assert "pass_at_10" not in " ".join(record.data.metrics)  # k > n is not estimable
+    assert "sandbox" in record.data.params["metric.humaneval.signature"]

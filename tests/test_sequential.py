@@ -54,9 +54,7 @@ def test_sequential_scores_and_forgetting_are_recomputable(
     assert "javascript/bleu" in logged
 
 
-def test_forward_transfer_uses_the_fresh_run_of_the_same_method(
-    mlflow_store: str, csn_tree: Path
-):
+def test_forward_transfer_uses_the_fresh_run_of_the_same_method(mlflow_store: str, csn_tree: Path):
     base = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "javascript,python"}
     fresh_id = run(make_config("lora", "demo", base))
     seq_id = run(make_config("lora", "demo", {**base, "protocol": "sequential"}))

