@@ -61,6 +61,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
                 _run_fresh(config, method, tasks, register_as)
         except Exception as err:
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            err.mlflow_run_id = run.info.run_id  # the suite records which run failed
             raise
         return run.info.run_id
 

@@ -29,7 +29,9 @@ def plan(
     preset: str, method_names: list[str], seeds: list[int], overrides: dict[str, Any]
 ) -> list[RunConfig]:
     """Every (method, seed) config, validated before anything trains."""
-    names = method_names or methods.available()
+    names = method_names or [
+        n for n in methods.available() if methods.method_class(n).in_default_suite
+    ]
     configs = []
     for name in names:
         for seed in seeds:
@@ -45,7 +47,7 @@ def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
     if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(first.experiment)
     entries: list[SuiteEntry] = []
-    with mlflow.start_run(run_name=f"suite-{first.preset}") as parent:
+    with mlflow.start_run(run_name=f"suite-{first.preset}"):
         mlflow.set_tags({"adaptbench.kind": "suite", "preset": first.preset})
         for config in configs:
             label = f"{config.method} (seed {config.train.seed})"
@@ -54,9 +56,7 @@ def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
                 run_id = run(config, nested=True)
                 entries.append(SuiteEntry(config.method, config.train.seed, run_id, "FINISHED"))
             except Exception as err:  # noqa: BLE001 - one method's failure must not stop the rest
-                failed = mlflow.last_active_run()
-                is_child = failed is not None and failed.info.run_id != parent.info.run_id
-                run_id = failed.info.run_id if is_child else ""
+                run_id = getattr(err, "mlflow_run_id", "")
                 message = f"{type(err).__name__}: {err}"
                 log.error("suite: %s failed: %s", label, message)
                 entries.append(

@@ -51,8 +51,9 @@ class PeftAdapter(Method):
         return values
 
     def apply(self, model: nn.Module) -> nn.Module:
+        values = self.peft_config_dict()
         try:
-            config = get_peft_config(self.peft_config_dict())
+            config = get_peft_config(values)
         except (TypeError, ValueError) as err:
             raise UsageError(f"method peft: invalid PEFT config: {err}") from None
         return get_peft_model(model, config)

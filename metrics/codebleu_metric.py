@@ -37,9 +37,14 @@ class CodeBleu(Metric):
             _codebleu([r], [p], language) if p.strip() else 0.0
             for p, r in zip(predictions, references)
         ]
-        return MetricResult(
-            corpus=_codebleu(references, predictions, language), per_example=per_example
-        )
+        # The package scores an empty prediction above zero (its data-flow match defaults to
+        # 1): empty predictions count as 0 here, the others enter the corpus computation.
+        kept = [(p, r) for p, r in zip(predictions, references) if p.strip()]
+        corpus = 0.0
+        if kept:
+            share = len(kept) / len(predictions)
+            corpus = share * _codebleu([r for _, r in kept], [p for p, _ in kept], language)
+        return MetricResult(corpus=corpus, per_example=per_example)
 
     def signature(self) -> str:
         versions = ",".join(

@@ -73,8 +73,14 @@ def python_tokens(code: str, doc_node: ast.AST | None) -> list[str]:
     out = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
-                            tokenize.DEDENT, tokenize.ENDMARKER):
+            if tok.type in (
+                tokenize.COMMENT,
+                tokenize.NL,
+                tokenize.NEWLINE,
+                tokenize.INDENT,
+                tokenize.DEDENT,
+                tokenize.ENDMARKER,
+            ):
                 continue
             if tok.type == tokenize.STRING and skip_line and tok.start[0] == skip_line:
                 continue
@@ -161,8 +167,7 @@ def javascript_rows(work: Path) -> tuple[list[dict], dict[str, str]]:
     rows, licences = [], {}
     for spec in NPM_PACKAGES:
         name, version = spec.rsplit("@", 1)
-        subprocess.run(["npm", "pack", spec, "--silent"], cwd=work, check=True,
-                       capture_output=True)
+        subprocess.run(["npm", "pack", spec, "--silent"], cwd=work, check=True, capture_output=True)
         tarball = work / f"{name}-{version}.tgz"
         target = work / name
         with tarfile.open(tarball) as tar:
@@ -186,8 +191,14 @@ def javascript_rows(work: Path) -> tuple[list[dict], dict[str, str]]:
 
 
 def _js_functions(root, source: bytes, package: str, version: str, rel: str):
-    kinds = {"function_declaration", "method_definition", "lexical_declaration",
-             "variable_declaration", "expression_statement", "export_statement"}
+    kinds = {
+        "function_declaration",
+        "method_definition",
+        "lexical_declaration",
+        "variable_declaration",
+        "expression_statement",
+        "export_statement",
+    }
     stack = [root]
     while stack:
         node = stack.pop()
@@ -199,8 +210,11 @@ def _js_functions(root, source: bytes, package: str, version: str, rel: str):
             continue
         func = target if "function" in target.type or target.type == "method_definition" else None
         if func is None:
-            found = [c for c in _walk(target) if c.type in ("function_expression",
-                                                             "arrow_function", "function")]
+            found = [
+                c
+                for c in _walk(target)
+                if c.type in ("function_expression", "arrow_function", "function")
+            ]
             if not found:
                 continue
             func = target

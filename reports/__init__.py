@@ -1,0 +1,1 @@
+"""Comparison reports built from MLflow runs: tables with intervals, tests and plots."""

@@ -1,0 +1,35 @@
+"""The suite: one run per method, failures recorded without stopping the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmark.suite import plan, run_suite
+from tests.conftest import SMALL_RUN
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_suite_is_every_method_that_runs_without_settings():
+    names = [c.method for c in plan("demo", [], [42], {})]
+    assert names == ["ffn_expansion", "full_layer", "hybrid", "lora"]
+    seeds = [(c.method, c.train.seed) for c in plan("demo", ["lora"], [1, 2], {})]
+    assert seeds == [("lora", 1), ("lora", 2)]
+
+
+def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, csn_tree: Path):
+    overrides = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "python"}
+    entries = run_suite(plan("demo", ["peft", "lora"], [42], overrides))
+    assert [(e.method, e.status) for e in entries] == [("peft", "FAILED"), ("lora", "FINISHED")]
+    assert "config_file" in entries[0].error
+    client = MlflowClient()
+    failed = client.get_run(entries[0].run_id)
+    assert failed.info.status == "FAILED" and "config_file" in failed.data.tags["error"]
+    finished = client.get_run(entries[1].run_id)
+    assert "python/bleu" in finished.data.metrics
+    parent = failed.data.tags["mlflow.parentRunId"]
+    assert finished.data.tags["mlflow.parentRunId"] == parent
+    assert client.get_run(parent).data.tags["adaptbench.kind"] == "suite"
