@@ -37,7 +37,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # A hub id, a local directory, "tiny" (built-in small T5) or "config:<path.json>".
+    # A hub id, a local directory, "demo" (the bundled pretrained small T5), "tiny" (a small T5
+    # built at random) or "config:<path.json>" (built at random from a transformers config).
     name: str = "Salesforce/codet5-small"
     revision: str = ""
     tokenizer: str = ""  # defaults to the model's own, or the bundled one for built models

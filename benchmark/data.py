@@ -214,7 +214,8 @@ def clean(row: RawRow, language: str, csn_filters: bool) -> Example | str:
     if csn_filters:
         if len(re.findall(r"\w+|[^\s\w]", docstring)) < 3:
             return "short_docstring"
-        if _comment_free_lines(code, language) < 3:
+        # Counted on the function as written (docstring included), as CodeSearchNet did.
+        if _comment_free_lines(f["code"], language) < 3:
             return "short_code"
         if "test" in func_name.lower() or "test" in path.lower():
             return "test_function"

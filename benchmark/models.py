@@ -20,6 +20,9 @@ from benchmark.config import ModelConfig, UsageError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_TOKENIZER = ASSETS / "demo-tokenizer"
+# The demo's base: a small T5 pretrained on code by scripts/pretrain_demo_model.py (model card
+# in its folder). `model.name=demo` names it.
+DEMO_MODEL = ASSETS / "demo-model"
 
 # A T5 small enough to train on a CPU in seconds: the `demo` preset's base when no pretrained
 # demo model is configured. Same architecture family as codet5-small (ReLU FFN, tied embeddings).
@@ -92,10 +95,14 @@ def load_base(
         digest = _config_digest(model_config, config.init_seed)
         info = BaseModelInfo(name=name, source="built", revision=digest)
     else:
+        if name == "demo":
+            name = str(DEMO_MODEL)
         is_local = Path(name).expanduser().is_dir()
         kwargs = {"revision": config.revision} if config.revision and not is_local else {}
         try:
-            model = AutoModelForSeq2SeqLM.from_pretrained(name, **kwargs)
+            # fp32 whatever the checkpoint's dtype (the demo model is stored in fp16): training
+            # precision is train.mixed_precision's business.
+            model = AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch.float32, **kwargs)
         except OSError as err:
             raise UsageError(
                 f"model.name {name!r} could not be loaded ({err}). Use a hub id (needs internet), "

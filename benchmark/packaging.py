@@ -123,7 +123,9 @@ def load_bundle(bundle: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     else:
         revision = base_info["revision"] or base_config.revision
         kwargs = {"revision": revision} if revision else {}
-        base = AutoModelForSeq2SeqLM.from_pretrained(base_config.name, **kwargs)
+        base = AutoModelForSeq2SeqLM.from_pretrained(
+            base_config.name, dtype=torch.float32, **kwargs
+        )
         base_name = f"{base_config.name}@{revision or 'main'}"
     tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
     method = methods.get_method(meta["method"], meta["method_config"])

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
         if not os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` chose the experiment already
             mlflow.set_experiment(config.experiment)
         context = mlflow.start_run(log_system_metrics=True)
+    start = time.perf_counter()
     with context as run:
         try:
             # Inside the run: a data error leaves a failed run that says what went wrong.
@@ -59,6 +61,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
                 _run_sequential(config, method, tasks, register_as)
             else:
                 _run_fresh(config, method, tasks, register_as)
+            mlflow.log_metric("wall_time_s", time.perf_counter() - start)
         except Exception as err:
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
             err.mlflow_run_id = run.info.run_id  # the suite records which run failed

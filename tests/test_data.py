@@ -169,7 +169,7 @@ def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
             code='def f(a,\n      b):\n    """Short thing here."""\n    pass\n',
             docstring="Short thing here.",
         ),
-        dict(base, code='def f():\n    """Return one."""\n    return 1\n', docstring="Return one."),
+        dict(base, code="def f():\n    return 1\n", docstring="Return one value."),
     ]
     rows = [json.dumps(dict(v, partition="train")) for v in variants]
     rows.append(json.dumps(raw_row("python", 50, "train")))
@@ -196,3 +196,17 @@ def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
         ),
     )["python"]
     assert len(unfiltered.train) == 6
+
+
+def test_bundled_sample_targets_never_contain_their_docstring():
+    config = DataConfig(source="sample", train_size=5000, val_size=5000, eval_size=5000)
+    tasks = load_tasks(["python", "javascript"], config)
+    checked = 0
+    for task in tasks.values():
+        for ex in task.train + task.validation + task.evaluation:
+            assert _fold(ex.docstring) not in _fold(ex.code), ex.id
+            checked += 1
+    python = tasks["python"]
+    assert len(python.train) >= 900 and len(python.evaluation) >= 150
+    assert not any('"""' in ex.code.split("\n", 2)[1] for ex in python.train if "\n" in ex.code)
+    assert checked > 2500
