@@ -181,14 +181,14 @@ def _comment_free_lines(code: str, language: str) -> int:
     if language == "python":
         try:
             tokens = tokenize.generate_tokens(io.StringIO(code).readline)
-            rows = {t.start[0] for t in tokens if t.type not in _PY_NON_CODE}
+            rows = {t.start[0] for t in tokens if t.type not in PY_NON_CODE}
             return len(rows)
         except (tokenize.TokenError, IndentationError, SyntaxError):
             pass
     return sum(1 for line in code.splitlines() if line.strip())
 
 
-_PY_NON_CODE = {
+PY_NON_CODE = {
     tokenize.COMMENT,
     tokenize.NL,
     tokenize.NEWLINE,

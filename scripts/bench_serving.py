@@ -10,15 +10,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmark.serving import free_port, start_server, wait_ready  # noqa: E402
 
 PROMPTS = [
     "Return the sum of the squares of the values in the list.",
@@ -28,51 +29,6 @@ PROMPTS = [
     "Create a deep copy of the given object.",
     "Return the index of the first element matching the predicate.",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(model_uri: str, port: int, log: Path) -> subprocess.Popen:
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=dict(os.environ, PATH=path),
-    )
-
-
-def wait_ready(base: str, proc: subprocess.Popen, limit_s: float = 180) -> float:
-    start = time.perf_counter()
-    while time.perf_counter() - start < limit_s:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited; see its log")
-        try:
-            if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                return time.perf_counter() - start
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.25)
-    raise SystemExit("the server did not answer /ping in time")
 
 
 def request(base: str, prompt: str, max_new_tokens: int) -> float:
@@ -95,9 +51,9 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = Path(f"serve-{port}.log")
-    proc = serve(args.model_uri, port, log)
+    proc = start_server(args.model_uri, port, log)
     try:
-        startup = wait_ready(base, proc)
+        startup = wait_ready(base, proc, log)
         request(base, PROMPTS[0], args.max_new_tokens)  # warm-up
         latencies = [
             request(base, PROMPTS[i % len(PROMPTS)], args.max_new_tokens)

@@ -27,6 +27,10 @@ import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmark.data import PY_NON_CODE  # noqa: E402
+
 SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "turtledemo", "ensurepip"}
 # Pinned MIT-licensed packages with many JSDoc'd functions (the licence is checked on unpack).
 NPM_PACKAGES = (
@@ -73,14 +77,7 @@ def python_tokens(code: str, doc_node: ast.AST | None) -> list[str]:
     out = []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(code).readline):
-            if tok.type in (
-                tokenize.COMMENT,
-                tokenize.NL,
-                tokenize.NEWLINE,
-                tokenize.INDENT,
-                tokenize.DEDENT,
-                tokenize.ENDMARKER,
-            ):
+            if tok.type in PY_NON_CODE:
                 continue
             if tok.type == tokenize.STRING and skip_line and tok.start[0] == skip_line:
                 continue

@@ -4,68 +4,25 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 
 import pytest
 import requests
 
+from benchmark.serving import free_port, start_server, wait_ready
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(demo_run: dict):
-    port = _free_port()
-    # The server starts `uvicorn` by name: this interpreter's bin folder must be on PATH.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    env = dict(os.environ, MLFLOW_TRACKING_URI=demo_run["uri"], PATH=path)
-    log = open(demo_run["root"] / "serve.log", "w")
+    port = free_port()
+    log = demo_run["root"] / "serve.log"
     model_uri = f"runs:/{demo_run['run_id']}/python_model"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            model_uri,
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    proc = start_server(model_uri, port, log, tracking_uri=demo_run["uri"])
     try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"server exited: {(demo_run['root'] / 'serve.log').read_text()}"
-                )
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server did not answer /ping within 180 s")
-            time.sleep(0.5)
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, proc, log)
         yield base
     finally:
         if proc.poll() is None:
@@ -75,7 +32,6 @@ def server(demo_run: dict):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
     assert proc.returncode is not None
 
 
