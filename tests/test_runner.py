@@ -102,7 +102,7 @@ def test_seed_preset_path_on_local_hf_parquet_and_codet5_shape(mlflow_store: str
     assert "python/bleu" in record.data.metrics
 
 
-def test_humaneval_task_logs_pass_at_k(mlflow_store: str, csn_tree: Path):
+def test_humaneval_task_and_model_registration(mlflow_store: str, csn_tree: Path):
     from tests.conftest import SMALL_RUN
 
     overrides = {
@@ -114,8 +114,11 @@ def test_humaneval_task_logs_pass_at_k(mlflow_store: str, csn_tree: Path):
         "eval.humaneval_samples": "2",
         "eval.max_new_tokens": "8",
     }
-    run_id = run(make_config("lora", "demo", overrides))
-    record = MlflowClient().get_run(run_id)
+    run_id = run(make_config("lora", "demo", overrides), register_as="codegen")
+    client = MlflowClient()
+    record = client.get_run(run_id)
+    version = client.get_latest_versions("codegen-python")[0]
+    assert version.run_id == run_id
     assert record.data.metrics["python/humaneval/problems"] == 3
     assert 0.0 <= record.data.metrics["python/humaneval/pass_at_1"] <= 1.0
     assert "pass_at_10" not in " ".join(record.data.metrics)  # k > n is not estimable
