@@ -2,55 +2,96 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
+import sys
 
 import rapidfuzz
 from rapidfuzz.distance import Indel
 
 from metrics import Metric, MetricResult, register
-from metrics._parsers import tree
+from metrics._parsers import top_nodes
 from metrics._text import strip_fences
 from metrics.pass_rate import is_valid
 
+# Implied by a node's place (a Name being read or assigned), so they only add noise.
+_PY_SKIPPED = (ast.expr_context,)
+# tree-sitter marks comments as named nodes; Python's `ast` has none, so neither do we.
+_TS_SKIPPED = {"comment"}
 
-def node_types(code: str, language: str) -> list[str]:
-    """Pre-order sequence of tree-sitter's named node types (error-tolerant, so CodeSearchNet's
-    Python 2 references still get a tree)."""
-    out, stack = [], [tree(strip_fences(code), language).root_node]
+
+def python_node_types(code: str) -> list[str] | None:
+    """Pre-order sequence of Python `ast` node class names; None when `ast` cannot parse it."""
+    try:
+        root = ast.parse(code)
+    except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+        return None
+    out, stack = [], [root]
     while stack:
         node = stack.pop()
-        if node.is_named:
+        if not isinstance(node, _PY_SKIPPED):
+            out.append(type(node).__name__)
+        stack.extend(reversed(list(ast.iter_child_nodes(node))))
+    return out
+
+
+def tree_sitter_node_types(code: str, language: str) -> list[str]:
+    """Pre-order sequence of tree-sitter's named node types (error-tolerant, so a reference
+    that does not parse still gets a sequence; its ERROR nodes count as types)."""
+    out: list[str] = []
+    stack = list(reversed(top_nodes(code, language)[0]))
+    while stack:
+        node = stack.pop()
+        if node.is_named and node.type not in _TS_SKIPPED:
             out.append(node.type)
         stack.extend(reversed(node.children))
     return out
 
 
+def pair_similarity(prediction: str, reference: str, language: str) -> float:
+    if not is_valid(prediction, language):
+        return 0.0
+    prediction, reference = strip_fences(prediction), strip_fences(reference)
+    if language == "python":
+        pred, ref = python_node_types(prediction), python_node_types(reference)
+        if ref is None or pred is None:
+            # A Python 2 reference (CodeSearchNet has some): both sides through tree-sitter,
+            # which parses what it can; the two kinds of sequence must never be mixed.
+            pred = tree_sitter_node_types(prediction, language)
+            ref = tree_sitter_node_types(reference, language)
+    else:
+        pred = tree_sitter_node_types(prediction, language)
+        ref = tree_sitter_node_types(reference, language)
+    return Indel.normalized_similarity(pred, ref)
+
+
 @register
 class AstSimilarity(Metric):
-    """Indel similarity of the pre-order sequences of tree-sitter node types (0-1); 0 when the
-    prediction is not valid code (as pass_rate decides). Identifiers and literal values are not
-    node types, so renaming variables keeps 1.0. Tree edit distance would be exact but is about
-    100x slower (0.25 s a pair)."""
+    """Indel similarity (rapidfuzz, 1 - (insertions + deletions) / (len a + len b)) of the
+    pre-order sequences of syntax-tree node types of prediction and reference (0-1).
+
+    Python: `ast` node class names (without Load/Store/Del contexts); a reference `ast` cannot
+    parse (Python 2) falls back to tree-sitter node types on both sides. JavaScript:
+    tree-sitter-javascript named node types, comments left out, class methods parsed inside a
+    class. A prediction that is not valid code (as pass_rate decides) scores 0. Identifiers
+    and literal values are not node types, so renaming variables keeps 1.0. Tree edit
+    distance would be exact but is about 100x slower (0.25 s a pair).
+    """
 
     name = "ast_similarity"
     languages = ("python", "javascript")
 
     def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
-        values = []
-        for prediction, reference in zip(predictions, references):
-            if not is_valid(prediction, language):
-                values.append(0.0)
-                continue
-            pred, ref = node_types(prediction, language), node_types(reference, language)
-            values.append(Indel.normalized_similarity(pred, ref))
+        values = [pair_similarity(p, r, language) for p, r in zip(predictions, references)]
         return MetricResult(corpus=sum(values) / len(values) if values else 0.0, per_example=values)
 
     def signature(self) -> str:
         grammars = ",".join(
             f"{g}:{importlib.metadata.version(g)}"
-            for g in ("tree-sitter-python", "tree-sitter-javascript")
+            for g in ("tree-sitter", "tree-sitter-python", "tree-sitter-javascript")
         )
+        python = f"{sys.version_info[0]}.{sys.version_info[1]}"
         return (
-            "ast_similarity|tree-sitter node types:preorder|indel"
-            f"|rapidfuzz:{rapidfuzz.__version__}|{grammars}"
+            f"ast_similarity|python:ast:{python}(py2 refs:tree-sitter)|javascript:tree-sitter"
+            f"|preorder node types|indel|rapidfuzz:{rapidfuzz.__version__}|{grammars}"
         )

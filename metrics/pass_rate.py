@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
 import warnings
 
 from metrics import Metric, MetricResult, register
-from metrics._parsers import tree
+from metrics._parsers import top_nodes
 from metrics._text import strip_fences
 
 
 def is_valid(code: str, language: str) -> bool:
-    """Python: `compile()` (stricter than `ast.parse`); JavaScript: tree-sitter without
-    ERROR or MISSING nodes. A surrounding markdown fence is stripped first."""
+    """Python: `compile()` (stricter than `ast.parse`: it also rejects e.g. `return` outside a
+    function); JavaScript: tree-sitter without ERROR or MISSING nodes, where a class method
+    counts as valid (CodeSearchNet has many). A surrounding markdown fence is stripped first."""
     code = strip_fences(code)
     if not code.strip():
         return False
@@ -21,17 +23,20 @@ def is_valid(code: str, language: str) -> bool:
             warnings.simplefilter("ignore")  # e.g. invalid escape sequences: still valid code
             try:
                 compile(code, "<prediction>", "exec", dont_inherit=True)
-            except (SyntaxError, ValueError, MemoryError, RecursionError):
+            except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
+                # SyntaxError includes IndentationError; ValueError: NUL bytes.
                 return False
         return True
     if language == "javascript":
-        return not tree(code, language).root_node.has_error
+        return top_nodes(code, language)[1]
     raise ValueError(f"pass_rate knows python and javascript, not {language!r}")
 
 
 @register
 class PassRate(Metric):
-    """Share of predictions that parse: Python `compile()`, JavaScript tree-sitter (0-1)."""
+    """Share of predictions that are valid code (0-1): Python `compile()` in Python 3 (so
+    Python 2 `print 'x'` fails), JavaScript tree-sitter parse without ERROR/MISSING nodes (a
+    class method alone counts). Markdown fences are stripped; references are not looked at."""
 
     name = "pass_rate"
     languages = ("python", "javascript")
@@ -42,4 +47,7 @@ class PassRate(Metric):
 
     def signature(self) -> str:
         ts = importlib.metadata.version("tree-sitter-javascript")
-        return f"pass_rate|python:compile|javascript:tree-sitter-javascript:{ts}|fences:stripped"
+        return (
+            f"pass_rate|python:compile:{sys.version_info[0]}.{sys.version_info[1]}"
+            f"|javascript:tree-sitter-javascript:{ts}:methods-ok|fences:stripped"
+        )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+from pathlib import Path
 
 import pytest
 from sacrebleu.metrics import BLEU
@@ -121,13 +123,69 @@ def test_strip_fences():
     assert strip_fences("no fence") == "no fence"
 
 
-def test_every_signature_names_its_settings_and_versions():
-    for name in metrics.available():
-        signature = metrics.get_metric(name).signature()
-        assert signature and name.split("_")[0] in signature or "nrefs" in signature
-    assert importlib.metadata.version("sacrebleu") in metrics.get_metric("bleu").signature()
-    assert importlib.metadata.version("codebleu") in metrics.get_metric("codebleu").signature()
-    assert "wordnet:" in metrics.get_metric("meteor").signature()
+VERSIONED = {  # metric -> the libraries whose version changes its number
+    "bleu": ["sacrebleu"],
+    "meteor": ["nltk"],
+    "codebleu": ["codebleu", "tree-sitter-python", "tree-sitter-javascript"],
+    "edit_similarity": ["rapidfuzz"],
+    "edit_distance": ["rapidfuzz"],
+    "ast_similarity": ["rapidfuzz", "tree-sitter-javascript"],
+    "pass_rate": ["tree-sitter-javascript"],
+}
+
+
+@pytest.mark.parametrize("name", metrics.available())
+def test_every_signature_names_its_settings_and_versions(name: str):
+    signature = metrics.get_metric(name).signature()
+    assert isinstance(signature, str) and signature.startswith(name + "|")
+    for package in VERSIONED.get(name, []):
+        assert importlib.metadata.version(package) in signature, (name, package)
+
+
+def test_meteor_signature_says_whether_wordnet_is_used():
+    from metrics.meteor import wordnet_or_none
+
+    signature = metrics.get_metric("meteor").signature()
+    expected = "wordnet:3.0" if wordnet_or_none() else "wordnet:none"
+    assert expected in signature
+
+
+def test_meteor_looks_in_nltk_data_and_the_venv(monkeypatch, tmp_path):
+    from metrics.meteor import nltk_data_dirs
+
+    monkeypatch.setenv("NLTK_DATA", str(tmp_path))
+    assert nltk_data_dirs()[0] == str(tmp_path)
+
+
+def test_javascript_class_methods_are_valid_and_compare_as_functions():
+    method = "total(values) {\n  return values.reduce((a, b) => a + b, 0);\n}"
+    renamed = "sum(xs) {\n  return xs.reduce((p, q) => p + q, 0);\n}"
+    assert score("pass_rate", [method, "total(values) {"], ["", ""], "javascript").per_example == [
+        1.0,
+        0.0,
+    ]
+    assert score("ast_similarity", [renamed], [method], "javascript").corpus == pytest.approx(1.0)
+
+
+def test_python_methods_with_deeper_bodies_compile():
+    method = "def area(self):\n        return self.w * self.h\n"
+    assert score("pass_rate", [method], [""]).corpus == 1.0
+
+
+def test_ast_similarity_ignores_comments_and_copes_with_python2_references():
+    commented = PY.replace("    result = start\n", "    # start here\n    result = start\n")
+    assert score("ast_similarity", [commented], [PY]).corpus == pytest.approx(1.0)
+    py2 = "def greet(name):\n    print 'hello', name\n"
+    py3 = "def greet(name):\n    print('hello', name)\n"
+    assert 0.3 < score("ast_similarity", [py3], [py2]).corpus < 1.0
+    assert score("ast_similarity", [py2], [py3]).corpus == 0.0  # the prediction is invalid
+
+
+def test_codebleu_logs_no_warning_per_pair(caplog):
+    with caplog.at_level("WARNING"):
+        # No data flow in these references: the package would warn once per call.
+        score("codebleu", ["def g():\n    return 2"], ["def f():\n    return 1"])
+    assert not [r for r in caplog.records if "data-flow" in r.getMessage()]
 
 
 def test_all_resolves_the_default_metrics_and_rejects_unknown_names():
@@ -136,3 +194,20 @@ def test_all_resolves_the_default_metrics_and_rejects_unknown_names():
     assert "humaneval" not in names
     with pytest.raises(ValueError, match="Registered metrics"):
         metrics.resolve(["bleu", "nope"])
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/wordnet/data.noun").exists(), reason="Debian's WordNet not installed"
+)
+def test_install_wordnet_script_gives_nltk_a_readable_wordnet(tmp_path: Path, monkeypatch):
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    # NLTK >= 3.9 opens data only under nltk.data.path, as the metric arranges for its folders.
+    monkeypatch.setattr(nltk.data, "path", [*nltk.data.path, str(tmp_path)])
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "install_wordnet.sh"
+    subprocess.run(["bash", str(script), str(tmp_path)], check=True, capture_output=True)
+    reader = WordNetCorpusReader(str(tmp_path / "corpora" / "wordnet"), None)
+    assert reader.synsets("dog")[0].name() == "dog.n.01"
+    assert reader.synset("dog.n.01").lexname() == "noun.animal"

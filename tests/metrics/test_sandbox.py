@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from metrics._sandbox import Limits, run_program
-from metrics.humaneval import evaluate_humaneval, load_problems, pass_at_k, program
+from metrics.humaneval import PASS_CODE, evaluate_humaneval, load_problems, pass_at_k, program
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="uid and network isolation need root")
 
@@ -71,8 +71,11 @@ print("spawned", spawned)
 
 
 @as_root
-def test_a_canary_outside_the_sandbox_survives(tmp_path: Path):
-    folder = Path("/tmp") / f"adaptbench-canary-{uuid.uuid4().hex}"
+@pytest.mark.parametrize("parent", [Path(__file__).parent, Path("/tmp")])
+def test_a_canary_outside_the_sandbox_survives(parent: Path):
+    # Beside this file the program could reach it but lacks the rights; in /tmp it finds a
+    # tmpfs of its own and cannot even see it.
+    folder = parent / f".adaptbench-canary-{uuid.uuid4().hex}"
     folder.mkdir()
     folder.chmod(0o755)  # readable by anyone, as most files are: only writing is refused
     canary = folder / "canary.txt"
@@ -91,7 +94,8 @@ def test_a_canary_outside_the_sandbox_survives(tmp_path: Path):
     try:
         for attack in attacks:
             outcome = run_program(attack)
-            assert outcome.status == "failed", attack
+            if parent != Path("/tmp"):  # (`rm -rf` of a path it cannot see succeeds)
+                assert outcome.status == "failed", attack
             assert canary.read_text() == "still here", attack
     finally:
         canary.unlink()
@@ -136,4 +140,39 @@ def test_function_mode_renames_the_generated_function_to_the_entry_point():
     problem = load_problems(1)[0]
     body = problem["canonical_solution"]
     whole = "def whatever(numbers, threshold):\n" + body
-    assert run_program(program(problem, whole, "function")).status == "passed"
+    assert run_program(program(problem, whole, "function"), success_code=PASS_CODE).status == (
+        "passed"
+    )
+
+
+def test_exiting_early_with_zero_does_not_pass():
+    problem = load_problems(1)[0]
+    cheat = "import sys\nsys.exit(0)\n"
+    outcome = run_program(program(problem, cheat, "completion"), success_code=PASS_CODE)
+    assert outcome.status == "failed" and outcome.returncode == 0
+
+
+def test_generate_must_return_n_completions_per_prompt():
+    with pytest.raises(ValueError, match="must return 2 completions"):
+        evaluate_humaneval(lambda prompts, n: [[""] for _ in prompts], num_samples=2, limit=2)
+
+
+def test_endless_output_is_capped_and_does_not_hang():
+    outcome = run_program("while True:\n    print('x' * 1000)\n", Limits(timeout_s=3))
+    assert outcome.status == "failed" and len(outcome.output) <= 4000
+
+
+@as_root
+def test_tmp_is_private_and_small():
+    marker = f"adaptbench-litter-{uuid.uuid4().hex}"
+    source = (
+        "import os\n"
+        f"open('/tmp/{marker}', 'w').write('x')\n"
+        "print(sorted(os.listdir('/tmp')))\n"
+        f"open('/tmp/{marker}-big', 'wb').write(b'x' * 100 * 2**20)\n"
+    )
+    outcome = run_program(source, Limits(max_file_mb=200))
+    assert not (Path("/tmp") / marker).exists()
+    assert "No space left" in outcome.output or "File too large" in outcome.output
+    listing = outcome.output.splitlines()[0]
+    assert listing.count("adaptbench") == 2  # its own folder and the marker only
