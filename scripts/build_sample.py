@@ -277,6 +277,36 @@ def write(rows: list[dict], language: str, sizes: dict[str, int], out: Path, see
     return counts
 
 
+def notice(sizes: dict[str, int]) -> str:
+    """Provenance and licences of the sample, written next to it."""
+    version = ".".join(map(str, sys.version_info[:3]))
+    packages = "\n".join(
+        f"- `{spec}` (MIT): `licenses/{spec.rsplit('@', 1)[0]}-LICENSE.txt`"
+        for spec in NPM_PACKAGES
+    )
+    return f"""# The bundled sample: provenance and licences
+
+Built by `scripts/build_sample.py` (deterministic: the same machine state gives the same bytes),
+in the raw CodeSearchNet schema and release layout, at most {sizes["train"]} train /
+{sizes["valid"]} valid / {sizes["test"]} test functions per language (fewer where the sources
+have fewer: JavaScript's validation and test splits). Splits are assigned per source file by a
+hash of its path, so no file contributes to two splits. CodeSearchNet's filters were applied.
+
+## Python: the CPython {version} standard library
+
+Functions and methods with a docstring from `Lib/` (tests, idlelib, lib2to3, turtledemo and
+ensurepip left out). Python Software Foundation License: `licenses/PSF-LICENSE.txt`.
+As in CodeSearchNet, `code` keeps the docstring verbatim; the harness removes it from targets.
+
+## JavaScript: MIT-licensed npm packages (fetched with `npm pack`)
+
+Functions, methods and function expressions preceded by a JSDoc comment (`/** ... */`), whose
+description (the text before the first `@tag`) is the docstring.
+
+{packages}
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "data" / "sample"), help="output folder")
@@ -303,6 +333,7 @@ def main() -> None:
         shutil.copy(psf, licence_dir / "PSF-LICENSE.txt")
     for spec, text in licences.items():
         (licence_dir / f"{spec.rsplit('@', 1)[0]}-LICENSE.txt").write_text(text)
+    (out / "NOTICE.md").write_text(notice(sizes))
     print(f"wall time {time.perf_counter() - start:.1f} s")
 
 
