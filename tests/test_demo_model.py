@@ -78,3 +78,27 @@ def test_pretraining_is_reproducible(tmp_path: Path):
         )
         outputs.append((out / "model.safetensors").read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_demo_tokenizer_round_trips_code_and_has_codet5_special_ids():
+    from transformers import AutoTokenizer
+
+    from benchmark.config import DataConfig
+    from benchmark.data import load_tasks
+    from benchmark.models import DEMO_TOKENIZER
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
+    assert (
+        tokenizer.pad_token_id,
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.unk_token_id,
+    ) == (0, 1, 2, 3)
+    tasks = load_tasks(
+        ["python", "javascript"], DataConfig(train_size=25, val_size=0, eval_size=25)
+    )
+    for task in tasks.values():
+        for ex in task.train + task.evaluation:
+            ids = tokenizer(ex.code)["input_ids"]
+            assert ids[-1] == tokenizer.eos_token_id
+            assert tokenizer.decode(ids, skip_special_tokens=True) == ex.code
