@@ -157,8 +157,15 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from methods import describe
 
+    if args.model_config and not Path(args.model_config).exists():
+        raise UsageError(
+            f"--model-config {args.model_config!r} does not exist: give a transformers "
+            "config.json (e.g. tests/fixtures/codet5-small-config.json) or its folder"
+        )
     rows = describe(args.model_config)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
