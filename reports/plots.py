@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -84,6 +85,7 @@ def quality_vs_cost(rows: list[MethodRow], quality: str, language: str, path: Pa
         )
         ax.set_xlabel(label)
         ax.set_ylabel(quality)
+        ax.xaxis.set_major_formatter(EngFormatter())  # 50k, 1.8M: no overlapping labels
         ax.legend(loc="lower right")
     fig.suptitle(f"{language}: {quality} against what it costs")
     return _save(fig, path)
