@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -179,7 +178,8 @@ def bench_generation(task, tokenizer, device: torch.device, count: int) -> dict:
 
 
 def peak_memory(method_name: str, steps: int) -> float:
-    """Peak RSS (MB) of a fresh process training `method_name` (ru_maxrss never goes down)."""
+    """Peak RSS (MB) of a fresh process training `method_name` (a peak never goes down, so
+    each method needs a process of its own)."""
     out = subprocess.run(
         [sys.executable, __file__, "--peak-rss-of", method_name, "--steps", str(steps)],
         capture_output=True,
@@ -211,7 +211,12 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
         feats, _ = features(tokenizer, args.steps * 8 + 16)
         bench_loop(args.peak_rss_of, feats, args.steps, torch.device("cpu"))
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+        status = Path("/proc/self/status").read_text()
+        peak_kb = next(
+            int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")
+        )
+        print(peak_kb / 1024)
         return
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -260,7 +265,7 @@ def main() -> None:
             f"{g['per_example_examples_per_s']:.2f} ex/s, ratio {g['ratio']:.1f}x"
         )
     if "metrics" not in skip:
-        out = subprocess.run(
+        subprocess.run(
             [
                 sys.executable,
                 str(ROOT / "scripts" / "bench_metrics.py"),
@@ -273,8 +278,14 @@ def main() -> None:
             text=True,
             check=True,
         )
-        print(out.stdout.strip().splitlines()[-1])
         report["metrics"] = json.loads(Path("/tmp/adaptbench-metrics.json").read_text())
+        seconds = report["metrics"]["seconds"]
+        total = sum(sum(per_language.values()) for per_language in seconds.values())
+        slowest = max(seconds, key=lambda name: sum(seconds[name].values()))
+        print(
+            f"metrics on {args.metric_pairs} pairs per language: {total:.1f} s for all of them "
+            f"on both languages (slowest: {slowest}, {sum(seconds[slowest].values()):.1f} s)"
+        )
     if "memory" not in skip and device.type == "cpu":
         report["peak_rss_mb"] = {
             name: peak_memory(name, 3) for name in ("lora", "full_layer", "hybrid", "ffn_expansion")
