@@ -12,6 +12,7 @@ paired bootstrap on the same examples.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,13 +345,18 @@ def _language_order(language: str) -> tuple[int, str]:
 def _log_comparison_run(
     client: MlflowClient, experiment: str, out: Path, group: list[RunRecord]
 ) -> None:
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    run = client.create_run(
-        experiment_id,
-        run_name="comparison",
-        tags={KIND_TAG: "comparison", "compared_runs": ",".join(r.run_id for r in group)[:5000]},
-    )
+    tags = {KIND_TAG: "comparison", "compared_runs": ",".join(r.run_id for r in group)[:5000]}
+    # Under `mlflow run . -e compare` the run it opened is the comparison run; else a new one.
+    opened = os.environ.get("MLFLOW_RUN_ID", "")
+    if opened:
+        run_id = opened
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    else:
+        experiment_id = client.get_experiment_by_name(experiment).experiment_id
+        run_id = client.create_run(experiment_id, run_name="comparison", tags=tags).info.run_id
     for path in sorted(out.iterdir()):
         if path.suffix in (".md", ".html", ".png"):
-            client.log_artifact(run.info.run_id, str(path), "comparison")
-    client.set_terminated(run.info.run_id)
+            client.log_artifact(run_id, str(path), "comparison")
+    if not opened:
+        client.set_terminated(run_id)
