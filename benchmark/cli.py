@@ -176,7 +176,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
             counts = (
                 f"  trainable {row['trainable']:,} of {row['total']:,} ({100 * row['share']:.2f} %)"
             )
-        print(f"{row['name']}{counts}")
+        note = f"  ({row['note']})" if row.get("note") else ""
+        print(f"{row['name']}{counts}{note}")
         for f in row["fields"]:
             print(f"    {f['name']} ({f['type']}, default {f['default']!r}): {f.get('help', '')}")
     return 0

@@ -143,12 +143,18 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def describe(model_config_path: str | None = None) -> list[dict[str, Any]]:
-    """Every registered method with its config fields and, given a transformers config.json,
-    its trainable and total parameters on a randomly initialised model of that shape."""
+    """Every registered method with its config fields and, given a transformers config.json (or
+    its folder), its trainable and total parameters on a random model of that shape."""
+    import copy
     import typing
 
     from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
+    base = None
+    if model_config_path:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            base = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(model_config_path))
     rows = []
     for name in available():
         cls = method_class(name)
@@ -156,7 +162,7 @@ def describe(model_config_path: str | None = None) -> list[dict[str, Any]]:
         fields = [
             {
                 "name": f.name,
-                "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
+                "type": _type_name(hints[f.name]),
                 "help": f.metadata.get("help", ""),
                 "default": f.default
                 if f.default is not dataclasses.MISSING
@@ -164,16 +170,27 @@ def describe(model_config_path: str | None = None) -> list[dict[str, Any]]:
             }
             for f in dataclasses.fields(cls.Config)
         ]
-        row: dict[str, Any] = {"name": name, "fields": fields}
-        if model_config_path:
+        row: dict[str, Any] = {
+            "name": name,
+            "trainable": None,
+            "total": None,
+            "share": None,
+            "fields": fields,
+        }
+        if base is not None:
             try:
-                config = AutoConfig.from_pretrained(model_config_path)
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
-                    model = AutoModelForSeq2SeqLM.from_config(config)
-                    trainable, total = count_parameters(get_method(name).apply(model))
+                    model = get_method(name).apply(copy.deepcopy(base))
+                trainable, total = count_parameters(model)
                 row.update(trainable=trainable, total=total, share=trainable / total)
-            except UsageError as err:  # a method that needs settings (peft) cannot be counted
-                row.update(trainable=None, total=None, share=None, note=str(err))
+            # A method that needs settings (peft) or does not fit this model cannot be counted.
+            except (UsageError, TypeError, ValueError) as err:
+                row["note"] = str(err)
         rows.append(row)
     return rows
+
+
+def _type_name(hint: Any) -> str:
+    """`int`, `list[str]`, `float | None`: as a user would write the type."""
+    return hint.__name__ if isinstance(hint, type) else str(hint)

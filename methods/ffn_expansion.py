@@ -21,7 +21,10 @@ from methods import Method, register
 @dataclass
 class FfnExpansionSettings:
     expansion_dim: int = field(default=512, metadata={"help": "width of the parallel path"})
-    dropout: float = field(default=0.1, metadata={"help": "dropout after the path's activation"})
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "dropout after the path's activation; none: the model's dropout_rate"},
+    )
     scale: float = field(default=0.1, metadata={"help": "multiplies the path's output"})
     init_std: float = field(default=0.02, metadata={"help": "std of the up-projection's init"})
 
@@ -29,21 +32,24 @@ class FfnExpansionSettings:
 def ffn_kind(ffn: nn.Module, where: str) -> str:
     """'dense' (wi -> act -> wo) or 'gated' (act(wi_0) * wi_1 -> wo); an error otherwise."""
     names = {n for n, m in ffn.named_children() if isinstance(m, nn.Linear)}
-    if {"wi_0", "wi_1", "wo"} <= names:
-        return "gated"
-    if {"wi", "wo"} <= names:
-        return "dense"
+    if callable(getattr(ffn, "act", None)):
+        if {"wi_0", "wi_1", "wo"} <= names:
+            return "gated"
+        if {"wi", "wo"} <= names:
+            return "dense"
     raise TypeError(
         f"ffn_expansion does not know the feed-forward structure at {where} "
         f"({type(ffn).__name__} with linear layers {sorted(names) or 'none'}): it supports T5's "
-        "T5DenseActDense (wi, wo) and T5DenseGatedActDense (wi_0, wi_1, wo)"
+        "T5DenseActDense (wi, act, wo) and T5DenseGatedActDense (wi_0, wi_1, act, wo)"
     )
 
 
 class ExpandedFFN(nn.Module):
     """A frozen T5 FFN plus a parallel trainable path of width `expansion_dim`."""
 
-    def __init__(self, ffn: nn.Module, settings: FfnExpansionSettings, where: str) -> None:
+    def __init__(
+        self, ffn: nn.Module, settings: FfnExpansionSettings, dropout: float, where: str
+    ) -> None:
         super().__init__()
         self.kind = ffn_kind(ffn, where)
         self.ffn = ffn
@@ -55,7 +61,7 @@ class ExpandedFFN(nn.Module):
         if self.kind == "gated":  # act(up_gate x) * up x, as wi_0 / wi_1 do
             self.up_gate = nn.Linear(d_model, settings.expansion_dim, **make)
         self.down = nn.Linear(settings.expansion_dim, d_model, **make)
-        self.dropout = nn.Dropout(settings.dropout)
+        self.dropout = nn.Dropout(dropout)
         self.act = ffn.act
         with torch.no_grad():
             for layer in (self.up, getattr(self, "up_gate", None)):
@@ -94,26 +100,34 @@ class FfnExpansion(Method):
     Config = FfnExpansionSettings
 
     def apply(self, model: nn.Module) -> nn.Module:
+        layers = feed_forward_layers(model)
+        for name, layer in layers:  # check every FFN first: an unknown one leaves the model as is
+            ffn_kind(layer.DenseReluDense, f"{name}.DenseReluDense")
+        dropout = self.config.dropout
+        if dropout is None:
+            dropout = getattr(getattr(model, "config", None), "dropout_rate", 0.1)
         for param in model.parameters():
             param.requires_grad_(False)
-        for name, layer in feed_forward_layers(model):
-            where = f"{name}.DenseReluDense"
-            layer.DenseReluDense = ExpandedFFN(layer.DenseReluDense, self.config, where)
-            for param in (
-                p for n, p in layer.DenseReluDense.named_parameters() if not n.startswith("ffn.")
-            ):
-                param.requires_grad_(True)
+        for name, layer in layers:
+            expanded = ExpandedFFN(
+                layer.DenseReluDense, self.config, dropout, f"{name}.DenseReluDense"
+            )
+            for param_name, param in expanded.named_parameters():
+                param.requires_grad_(not param_name.startswith("ffn."))
+            layer.DenseReluDense = expanded
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
         """A plain model of the base's class with d_ff + expansion_dim: the same function."""
         config = copy.deepcopy(model.config)
         config.d_ff = config.d_ff + self.config.expansion_dim
-        merged = type(model)(config)
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: keep the RNG
+            merged = type(model)(config)
         state = {}
-        for name, module in model.named_modules():
-            if isinstance(module, ExpandedFFN):
-                state.update(_widened(name, module))
+        with torch.no_grad():
+            for name, module in model.named_modules():
+                if isinstance(module, ExpandedFFN):
+                    state.update(_widened(name, module))
         plain = {
             key.replace(".ffn.", "."): value
             for key, value in model.state_dict().items()
@@ -124,8 +138,8 @@ class FfnExpansion(Method):
         missing = [k for k in missing if k not in getattr(merged, "_tied_weights_keys", {})]
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise RuntimeError(f"merge mismatch: missing {missing}, unexpected {unexpected}")
-        merged.to(next(model.parameters()).dtype)
-        return merged.eval()
+        reference = next(model.parameters())
+        return merged.to(device=reference.device, dtype=reference.dtype).eval()
 
 
 def _widened(name: str, module: ExpandedFFN) -> dict[str, torch.Tensor]:

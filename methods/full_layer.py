@@ -1,8 +1,12 @@
-"""New transformer layers: fresh T5 blocks appended to a stack, the only parameters trained.
+"""New transformer layers: fresh T5 blocks added to a stack, the only parameters trained.
 
-A T5 block is two residual sub-layers (attention, then the FFN). With the attention output
-projection `o` and the FFN output `wo` set to zero, each sub-layer adds nothing: the new block
-starts as the identity, so the adapted model starts exactly where the base is.
+A T5 block is residual sub-layers (self-attention, cross-attention in the decoder, the FFN). With
+every attention output projection `o` and the FFN output `wo` set to zero, each sub-layer adds
+nothing: a new block starts as the identity, so the adapted model starts exactly where the base is.
+
+T5's relative position bias lives in the first block of a stack and is passed down to the others.
+Blocks added at the end use that passed-down bias. A block added at the start becomes the first
+block, so it takes over the base's (frozen, shared) bias table and passes the same bias down.
 """
 
 from __future__ import annotations
@@ -15,65 +19,120 @@ from transformers.models.t5.modeling_t5 import T5Block
 
 from methods import Method, register
 
+STACKS = ("encoder", "decoder")
+POSITIONS = ("end", "start")
+
 
 @dataclass
 class FullLayerSettings:
-    num_layers: int = field(default=1, metadata={"help": "how many new blocks"})
-    # Blocks go at the end of the stack: the first block owns T5's relative position bias.
+    num_layers: int = field(default=1, metadata={"help": "how many new blocks to add"})
     stack: str = field(
-        default="encoder", metadata={"help": "stack the blocks are appended to: encoder, decoder"}
+        default="encoder", metadata={"help": "the stack that gets the blocks: encoder or decoder"}
+    )
+    position: str = field(
+        default="end",
+        metadata={
+            "help": "end: after the last block; start: before the first (the new first block "
+            "reuses the base's frozen relative position bias)"
+        },
     )
 
 
 def t5_model(model: nn.Module) -> nn.Module:
     """The transformers T5 model inside `model` (unwrapping a PEFT model)."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if not (hasattr(inner, "encoder") and hasattr(inner, "decoder")):
+    if not (hasattr(inner, "encoder") and hasattr(inner.encoder, "block")):
         raise TypeError(
             f"full_layer needs a T5-style encoder-decoder model, got {type(inner).__name__}"
         )
     return inner
 
 
-def append_blocks(model: nn.Module, settings: FullLayerSettings) -> list[nn.Parameter]:
-    """Append identity-initialised blocks to `settings.stack`; returns their parameters."""
-    if settings.stack not in ("encoder", "decoder"):
-        raise ValueError(f"full_layer stack must be 'encoder' or 'decoder', got {settings.stack!r}")
+def identity_block(stack: nn.Module, init_weights) -> T5Block:
+    """A T5 block for `stack` whose residual branches all output zero."""
+    block = T5Block(stack.config, has_relative_attention_bias=False, layer_idx=len(stack.block))
+    block.apply(init_weights)
+    with torch.no_grad():
+        for sublayer in block.layer:
+            for attribute in ("SelfAttention", "EncDecAttention"):
+                if hasattr(sublayer, attribute):
+                    getattr(sublayer, attribute).o.weight.zero_()
+            if hasattr(sublayer, "DenseReluDense"):
+                sublayer.DenseReluDense.wo.weight.zero_()
+    reference = next(stack.parameters())
+    block.to(device=reference.device, dtype=reference.dtype)
+    block.train(stack.training)
+    return block
+
+
+def block_attentions(block: nn.Module) -> list[nn.Module]:
+    return [
+        getattr(sublayer, attribute)
+        for sublayer in block.layer
+        for attribute in ("SelfAttention", "EncDecAttention")
+        if hasattr(sublayer, attribute)
+    ]
+
+
+def add_blocks(model: nn.Module, settings: FullLayerSettings) -> list[nn.Parameter]:
+    """Add identity-initialised blocks to `settings.stack`; returns their own parameters."""
+    if settings.stack not in STACKS:
+        raise ValueError(f"full_layer stack must be one of {STACKS}, got {settings.stack!r}")
+    if settings.position not in POSITIONS:
+        raise ValueError(
+            f"full_layer position must be one of {POSITIONS}, got {settings.position!r}"
+        )
     if settings.num_layers < 1:
         raise ValueError("full_layer num_layers must be at least 1")
     inner = t5_model(model)
     stack = getattr(inner, settings.stack)
-    reference = next(stack.parameters())
-    added: list[nn.Parameter] = []
-    for _ in range(settings.num_layers):
-        index = len(stack.block)
-        block = T5Block(stack.config, has_relative_attention_bias=False, layer_idx=index)
-        block.apply(inner._init_weights)
-        with torch.no_grad():
-            for layer in block.layer:
-                if hasattr(layer, "SelfAttention"):
-                    layer.SelfAttention.o.weight.zero_()
-                elif hasattr(layer, "EncDecAttention"):
-                    layer.EncDecAttention.o.weight.zero_()
-                else:
-                    layer.DenseReluDense.wo.weight.zero_()
-        block.to(device=reference.device, dtype=reference.dtype)
-        block.train(stack.training)
-        stack.block.append(block)
-        added += list(block.parameters())
-    # Keep the configs in step so caches, save_pretrained and from_pretrained see the new depth.
-    count = len(stack.block)
-    stack.config.num_layers = count
-    if settings.stack == "encoder":
-        inner.config.num_layers = count
+    new_blocks = [identity_block(stack, inner._init_weights) for _ in range(settings.num_layers)]
+    trained = [p for block in new_blocks for p in block.parameters()]
+    if settings.position == "end":
+        stack.block.extend(new_blocks)
     else:
-        inner.config.num_decoder_layers = count
-    return added
+        # The new first block computes the position bias for the whole stack, from the same
+        # frozen table; the old first block then receives it and ignores its own reference.
+        table = stack.block[0].layer[0].SelfAttention.relative_attention_bias
+        first = new_blocks[0].layer[0].SelfAttention
+        first.has_relative_attention_bias = True
+        first.relative_attention_bias = table
+        stack.block = nn.ModuleList(new_blocks + list(stack.block))
+    # Decoder caches are indexed by each attention's layer_idx: keep them equal to the position.
+    for index, block in enumerate(stack.block):
+        for attention in block_attentions(block):
+            attention.layer_idx = index
+    # Keep the configs in step so caches, save_pretrained and from_pretrained see the new depth.
+    depth = len(stack.block)
+    stack.config.num_layers = depth
+    if settings.stack == "encoder":
+        inner.config.num_layers = depth
+    else:
+        inner.config.num_decoder_layers = depth
+        # transformers sizes generate()'s cache from `get_text_config(decoder=True)`, which reads
+        # a T5 decoder's depth from `decoder_layers` (or else num_layers, the encoder's depth):
+        # without it a decoder deeper than the encoder fails on its first cached step.
+        inner.config.decoder_layers = depth
+    return trained
+
+
+def merge_blocks(model: nn.Module) -> nn.Module:
+    """The plain T5 inside `model`: only a stack's first block keeps a position-bias table."""
+    inner = t5_model(model)
+    for stack in (inner.encoder, inner.decoder):
+        for block in list(stack.block)[1:]:
+            attention = block.layer[0].SelfAttention
+            if attention.has_relative_attention_bias:  # an old first block after position=start
+                del attention.relative_attention_bias
+                attention.has_relative_attention_bias = False
+    for param in inner.parameters():
+        param.requires_grad_(True)  # as from_pretrained would give it
+    return inner
 
 
 @register
 class FullLayer(Method):
-    """One or more new T5 blocks at the end of the encoder (or decoder); the base stays frozen."""
+    """New T5 blocks at the end (or start) of the encoder (or decoder); the base stays frozen."""
 
     name = "full_layer"
     Config = FullLayerSettings
@@ -81,12 +140,10 @@ class FullLayer(Method):
     def apply(self, model: nn.Module) -> nn.Module:
         for param in model.parameters():
             param.requires_grad_(False)
-        for param in append_blocks(model, self.config):
+        for param in add_blocks(model, self.config):
             param.requires_grad_(True)
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        # The adapted model already is a plain T5 whose config counts the new blocks.
-        for param in model.parameters():
-            param.requires_grad_(True)
-        return model
+        # In place: the adapted model already is a T5 whose config counts the new blocks.
+        return merge_blocks(model)

@@ -7,31 +7,29 @@ from dataclasses import dataclass
 from torch import nn
 
 from methods import Method, register
-from methods.full_layer import FullLayerSettings, append_blocks
+from methods.full_layer import FullLayerSettings, add_blocks, merge_blocks
 from methods.lora import Lora, LoraSettings
 
 
 @dataclass
-class HybridSettings(LoraSettings, FullLayerSettings):
+class HybridSettings(FullLayerSettings, LoraSettings):
     """LoRA's fields (r, alpha, dropout, target_modules, bias) and full_layer's (num_layers,
-    stack), flat, so `method.r=8 method.num_layers=2` both work."""
+    stack, position), flat, so `method.r=8 method.num_layers=2` both work."""
 
 
 @register
 class Hybrid(Method):
-    """LoRA first (so it adapts only the base's modules), then the new blocks on top."""
+    """LoRA first (so it adapts only the base's modules), then the new blocks, trained in full."""
 
     name = "hybrid"
     Config = HybridSettings
 
     def apply(self, model: nn.Module) -> nn.Module:
         model = Lora(self.config).apply(model)
-        for param in append_blocks(model, self.config):
+        for param in add_blocks(model, self.config):
             param.requires_grad_(True)
         return model
 
     def merge(self, model: nn.Module) -> nn.Module:
-        merged = Lora(self.config).merge(model)
-        for param in merged.parameters():
-            param.requires_grad_(True)
-        return merged
+        # PEFT folds B @ A into the base weights and unwraps; the new blocks are plain T5 blocks.
+        return merge_blocks(Lora(self.config).merge(model))

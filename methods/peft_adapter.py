@@ -16,10 +16,12 @@ from methods import Method, register
 
 @dataclass
 class PeftAdapterSettings:
-    # A PEFT config as JSON: a file (as `PeftConfig.save_pretrained` writes, adapter_config.json)
-    # or an inline string, e.g. '{"peft_type": "IA3", "target_modules": ["k", "v", "wo"],
-    # "feedforward_modules": ["wo"]}'. The task type defaults to SEQ_2_SEQ_LM.
-    config_file: str = field(default="", metadata={"help": "path to a PEFT adapter_config.json"})
+    # A PEFT config as JSON: a file (as `PeftConfig.save_pretrained` writes, adapter_config.json,
+    # or the folder holding it) or an inline string, e.g. '{"peft_type": "IA3", "target_modules":
+    # ["k", "v", "wo"], "feedforward_modules": ["wo"]}'. The task type defaults to SEQ_2_SEQ_LM.
+    config_file: str = field(
+        default="", metadata={"help": "path to a PEFT adapter_config.json (or its folder)"}
+    )
     config_json: str = field(default="", metadata={"help": "a PEFT config as inline JSON"})
 
 
@@ -40,7 +42,10 @@ class PeftAdapter(Method):
             )
         try:
             if settings.config_file:
-                values = json.loads(Path(settings.config_file).read_text())
+                path = Path(settings.config_file)
+                if path.is_dir():
+                    path = path / "adapter_config.json"
+                values = json.loads(path.read_text())
             else:
                 values = json.loads(settings.config_json)
         except (OSError, json.JSONDecodeError) as err:
@@ -48,6 +53,8 @@ class PeftAdapter(Method):
         if not isinstance(values, dict) or "peft_type" not in values:
             raise UsageError("method peft: the PEFT config must be a JSON object with 'peft_type'")
         values.setdefault("task_type", "SEQ_2_SEQ_LM")
+        # A config saved from a model loaded for inference says so; here the adapter trains.
+        values["inference_mode"] = False
         return values
 
     def apply(self, model: nn.Module) -> nn.Module:
@@ -59,14 +66,19 @@ class PeftAdapter(Method):
         return get_peft_model(model, config)
 
     def merge(self, model: nn.Module) -> nn.Module:
-        if not isinstance(model, PeftModel) or not hasattr(model, "merge_and_unload"):
-            raise NotImplementedError("this PEFT adapter cannot be merged into the base")
+        """PEFT's `merge_and_unload` (in place) where the adapter has one (LoRA, DoRA, IA3, ...)."""
+        if not isinstance(model, PeftModel):
+            raise TypeError("merge expects the model returned by apply")
+        if not hasattr(model, "merge_and_unload"):  # prompt learning: virtual tokens, no weights
+            kind = self.peft_config_dict()["peft_type"]
+            raise NotImplementedError(f"a {kind} PEFT adapter cannot be merged into the base")
         return model.merge_and_unload()
 
     def config_dict(self) -> dict[str, Any]:
-        out = super().config_dict()
+        """The settings with the PEFT config inline: logged runs and saved models then rebuild
+        the same adapter through `get_method` without the original file."""
         try:
-            out["resolved"] = json.dumps(self.peft_config_dict(), sort_keys=True)
+            resolved = json.dumps(self.peft_config_dict(), sort_keys=True)
         except UsageError:
-            pass
-        return out
+            return super().config_dict()
+        return {"config_file": "", "config_json": resolved}
