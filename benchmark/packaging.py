@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +149,3 @@ def log_pyfunc(
         registered_model_name=register_as or None,
     )
     return info.model_uri
-
-
-def clean_bundle(bundle: Path) -> None:
-    shutil.rmtree(bundle, ignore_errors=True)

@@ -6,7 +6,6 @@ artifact written by `benchmark.packaging` holds everything it needs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +101,6 @@ class AdaptedCodeModel(PythonModel):
                 raise _bad_request(f"parameter {name}={value!r} is out of range [{low}, {high}]")
         settings["do_sample"] = bool(settings["do_sample"])
         return settings
-
-
-def read_meta(bundle: Path) -> dict[str, Any]:
-    return json.loads((bundle / "adaptbench.json").read_text())
 
 
 mlflow.models.set_model(AdaptedCodeModel())
