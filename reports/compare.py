@@ -1,12 +1,21 @@
 """The comparison report: every method side by side, with intervals, tests, costs and plots.
 
-Runs are read from any MLflow tracking store. Only comparable runs are put side by side: same
-preset, same data fingerprint per language and same metric signatures. The largest such
-group is reported (most methods, then most runs, then the newest); every other run is listed
-under "Left out" with the reason. Intervals are 95 % percentile bootstraps over the
-evaluated examples (corpus BLEU from resampled sufficient statistics; every other metric as the
-mean of its per-example values); each method is tested against a reference method with a
-paired bootstrap on the same examples.
+Runs are read from any MLflow tracking store. Only comparable runs are put side by side:
+
+* setup: the same preset and the same metric signatures (`metric.<name>.signature`, HumanEval's
+  left aside: it is a separate, optional evaluation that the tables do not show). The reported
+  setup is the one of the largest group of finished fresh-protocol runs (most methods, then most
+  runs, then the newest run), so the choice is deterministic and does not depend on search order;
+* data, per language: the same `data.<lang>.fingerprint`, chosen the same way among the runs of
+  that setup. A run trained on other data for one language is left out of that language's table
+  only.
+
+Every run that is not in a table (unfinished, failed, other setup, other data) is listed under
+"Left out" with the reason. Sequential-protocol runs of the same setup and data go to the
+forgetting table, not beside the fresh runs.
+
+Intervals are 95 % percentile bootstraps over the evaluated examples (see `reports.stats`); each
+method is tested against a reference method with a paired bootstrap on the same example ids.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,22 +33,36 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-import metrics as metric_registry
 from reports import plots, render
-from reports.stats import bleu_rows, bootstrap_ci, corpus_bleu, mean, paired_bootstrap
+from reports.stats import (
+    CORPUS_STATISTICS,
+    MEAN,
+    PairedTest,
+    Statistic,
+    bootstrap_ci,
+    paired_bootstrap,
+)
 
 KIND_TAG = "adaptbench.kind"
 SIGNIFICANCE = 0.05
+LEVEL = 0.95
+# Signatures that do not take part in comparability (not shown in the tables).
+IGNORED_SIGNATURES = ("humaneval",)
+# (metric suffix under `<lang>/`, column title) for the cost columns, in table order.
 COSTS = [
+    ("trained_weights_bytes", "weights (MB)"),
     ("train_time_s", "train time (s)"),
     ("peak_memory_mb", "peak memory (MB)"),
     ("tokens_per_s", "train tokens/s"),
     ("skipped_steps", "skipped steps"),
 ]
+PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png")
 
 
 @dataclass
 class RunRecord:
+    """One benchmark run as read from the tracking store."""
+
     run_id: str
     name: str
     method: str
@@ -53,56 +77,127 @@ class RunRecord:
     start_time: int
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
-    def key(self) -> tuple:
-        """What must match for two runs to be compared."""
-        fingerprints = tuple(
-            sorted((k, v) for k, v in self.params.items() if k.endswith(".fingerprint"))
-        )
-        signatures = tuple(
-            sorted(
-                (k, v)
-                for k, v in self.params.items()
-                if k.startswith("metric.") and k.endswith(".signature") and "humaneval" not in k
-            )
-        )
-        return (self.preset, fingerprints, signatures)
+    def fingerprint(self, language: str) -> str:
+        return self.params.get(f"data.{language}.fingerprint", "")
+
+    def signatures(self) -> dict[str, str]:
+        """Metric name -> signature, for the metrics that decide comparability."""
+        out = {}
+        for key, value in self.params.items():
+            if key.startswith("metric.") and key.endswith(".signature"):
+                name = key[len("metric.") : -len(".signature")]
+                if name not in IGNORED_SIGNATURES:
+                    out[name] = value
+        return out
+
+    def setup(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.preset, tuple(sorted(self.signatures().items()))
+
+
+@dataclass
+class LeftOut:
+    """A run (or one language of it) that is not in the tables, and why."""
+
+    run: RunRecord
+    reason: str
+    language: str = ""  # empty: the whole run
+
+
+@dataclass
+class Selection:
+    """The comparable runs: fresh runs per language, sequential runs, and the rest."""
+
+    preset: str
+    fingerprints: dict[str, str]  # language -> the compared data fingerprint
+    fresh: dict[str, list[RunRecord]]  # language -> runs in that language's table
+    sequential: list[RunRecord]
+    left_out: list[LeftOut]
+
+
+@dataclass
+class Estimate:
+    """One metric of one method on one language."""
+
+    point: float
+    low: float
+    high: float
+    seeds: tuple[float, float] | None  # (mean, std) of the runs' logged values, several seeds
+    logged: float  # the logged corpus value (mean over seeds)
+    test: PairedTest | None = None  # against the reference method
+    ids_compared: int = 0
+
+    def significant(self, alpha: float = SIGNIFICANCE) -> bool:
+        return self.test is not None and self.test.p_value < alpha
 
 
 @dataclass
 class MethodRow:
-    """One method on one language: seeds pooled."""
+    """One method on one language, its seeds pooled."""
 
     method: str
     runs: list[RunRecord]
-    values: dict[str, tuple[float, float, float]]  # metric -> (point, low, high)
-    seed_spread: dict[str, tuple[float, float]]  # metric -> (mean, std) across seeds
-    versus_reference: dict[str, tuple[float, float]]  # metric -> (difference, p-value)
-    costs: dict[str, float]
-    trainable: int
-    share: float
-    weights_bytes: float
+    estimates: dict[str, Estimate]
+    costs: dict[str, tuple[float, float]]  # cost key -> (mean, std) across seeds
+    trainable: tuple[float, float]
+    share: tuple[float, float]
+
+    @property
+    def seeds(self) -> list[str]:
+        return [r.seed for r in self.runs]
 
 
-def load_runs(client: MlflowClient, experiment: str, filter_string: str = "") -> list[RunRecord]:
-    """Benchmark runs (not suite parents or comparison runs) of `experiment`, newest first."""
+@dataclass
+class LanguageSection:
+    """The table of one language and what it needs to be read."""
+
+    language: str
+    fingerprint: str
+    rows: list[MethodRow]
+    metrics: list[str]
+    statistics: dict[str, Statistic]  # metric -> how its interval was computed
+    mean_not_corpus: list[str]  # metrics whose logged corpus value is not the per-example mean
+    reference_present: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ForgettingRow:
+    """Sequential protocol: one method, language and metric, seeds pooled as mean and std."""
+
+    method: str
+    language: str
+    metric: str
+    seeds: int
+    after_own: tuple[float, float]
+    final: tuple[float, float]
+    forgetting: tuple[float, float]
+
+
+def load_runs(
+    client: MlflowClient, experiment: str, filter_string: str = "", store: str = ""
+) -> list[RunRecord]:
+    """Benchmark runs of `experiment` (not suite parents or comparison runs), newest first."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise ValueError(
-            f"no experiment {experiment!r} in the tracking store {mlflow.get_tracking_uri()}: "
+            f"no experiment {experiment!r} in the tracking store {store or '(default)'}: "
             "run the suite first, or pass --experiment"
         )
     runs = client.search_runs(
         [found.experiment_id],
         filter_string=filter_string,
-        order_by=["attributes.start_time DESC"],
-        max_results=5000,
+        order_by=["attributes.start_time DESC", "attributes.run_id ASC"],
+        max_results=50000,
     )
     records = []
     for run in runs:
         tags = run.data.tags
         if tags.get(KIND_TAG) or "method" not in tags:
             continue
-        languages = json.loads(run.data.params.get("run.languages", "[]"))
+        try:
+            languages = list(json.loads(run.data.params.get("run.languages", "[]")))
+        except json.JSONDecodeError:
+            languages = []
         records.append(
             RunRecord(
                 run_id=run.info.run_id,
@@ -113,167 +208,324 @@ def load_runs(client: MlflowClient, experiment: str, filter_string: str = "") ->
                 status=run.info.status,
                 error=tags.get("error", ""),
                 seed=run.data.params.get("train.seed", "?"),
-                languages=languages,
-                params=run.data.params,
-                metrics=run.data.metrics,
+                languages=[str(lang) for lang in languages],
+                params=dict(run.data.params),
+                metrics=dict(run.data.metrics),
                 start_time=run.info.start_time or 0,
             )
         )
     return records
 
 
-def _table(client: MlflowClient, record: RunRecord, language: str, tmp: Path) -> pd.DataFrame:
-    if language not in record.tables:
-        path = client.download_artifacts(
-            record.run_id, f"eval/{language}_examples.json", str(tmp / record.run_id)
-        )
-        payload = json.loads(Path(path).read_text())
-        record.tables[language] = pd.DataFrame(payload["data"], columns=payload["columns"])
-    return record.tables[language]
-
-
-def _rows(table: pd.DataFrame, metric: str) -> tuple[np.ndarray, Any]:
-    if metric == "bleu":
-        return bleu_rows(table["prediction"].tolist(), table["reference"].tolist()), corpus_bleu
-    return table[metric].to_numpy(dtype=float), mean
-
-
-def _pooled(tables: list[pd.DataFrame], metric: str) -> tuple[np.ndarray, Any]:
-    """Rows of every seed's run on the same examples, averaged per example (or, for BLEU's
-    sufficient statistics, summed: the pooled corpus over seeds)."""
-    parts = [_rows(t.sort_values("id"), metric) for t in tables]
-    statistic = parts[0][1]
-    rows = np.mean([p[0] for p in parts], axis=0)
-    return rows, statistic
-
-
-def summarise(
-    client: MlflowClient,
-    group: list[RunRecord],
-    language: str,
-    reference: str,
-    n_boot: int,
-    seed: int,
-    tmp: Path,
-) -> tuple[list[MethodRow], list[str]]:
-    """One row per method for `language`, and the metric names shown."""
-    with_language = [r for r in group if language in r.languages]
-    names = sorted(
-        k.split(".")[1]
-        for k in with_language[0].params
-        if k.startswith("metric.") and k.endswith(".signature") and "humaneval" not in k
+def _largest(groups: Iterable[list[RunRecord]]) -> list[RunRecord]:
+    """Most methods, then most runs, then the newest run (groups hold newest-first runs)."""
+    return max(
+        groups, key=lambda runs: (len({r.method for r in runs}), len(runs), runs[0].start_time)
     )
-    by_method: dict[str, list[RunRecord]] = {}
-    for record in with_language:
-        by_method.setdefault(record.method, []).append(record)
-    pooled = {
-        (method, metric): _pooled([_table(client, r, language, tmp) for r in runs], metric)
-        for method, runs in by_method.items()
-        for metric in names
-    }
-    rows = []
-    for method, runs in sorted(by_method.items()):
-        values, spread, versus = {}, {}, {}
-        for metric in names:
-            data, statistic = pooled[(method, metric)]
-            values[metric] = bootstrap_ci(data, statistic, n_boot, seed)
-            per_seed = [r.metrics.get(f"{language}/{metric}", np.nan) for r in runs]
-            spread[metric] = (float(np.nanmean(per_seed)), float(np.nanstd(per_seed)))
-            if method != reference and (reference, metric) in pooled:
-                ref_data, _ = pooled[(reference, metric)]
-                if len(ref_data) == len(data):
-                    versus[metric] = paired_bootstrap(data, ref_data, statistic, n_boot, seed)
-        costs = {
-            key: float(np.mean([r.metrics.get(f"{language}/{key}", np.nan) for r in runs]))
-            for key, _ in COSTS
-        }
-        first = runs[0]
-        rows.append(
-            MethodRow(
-                method=method,
-                runs=runs,
-                values=values,
-                seed_spread=spread,
-                versus_reference=versus,
-                costs=costs,
-                trainable=int(first.params.get("trainable_params", 0)),
-                share=float(first.params.get("trainable_share", 0.0)),
-                weights_bytes=first.metrics.get(f"{language}/trained_weights_bytes", np.nan),
-            )
-        )
-    return rows, names
 
 
-def choose_group(records: list[RunRecord]) -> tuple[list[RunRecord], list[tuple[RunRecord, str]]]:
-    """The largest comparable group of finished fresh runs (most methods, then most runs, then
-    the newest); every other run with the reason it was left out."""
-    finished = [r for r in records if r.status == "FINISHED"]
-    fresh = [r for r in finished if r.protocol == "fresh"]
-    left_out: list[tuple[RunRecord, str]] = [
-        (r, f"status {r.status}: {r.error or 'no error recorded'}")
+def _group(runs: list[RunRecord], key: Any) -> dict[Any, list[RunRecord]]:
+    groups: dict[Any, list[RunRecord]] = {}
+    for record in runs:
+        groups.setdefault(key(record), []).append(record)
+    return groups
+
+
+def _short(fingerprint: str) -> str:
+    return fingerprint[:12] + "…" if len(fingerprint) > 12 else fingerprint or "(none)"
+
+
+def setup_difference(anchor: RunRecord, other: RunRecord) -> str:
+    """Why `other` cannot be compared with `anchor` (preset, metric signatures); '' if it can."""
+    if other.preset != anchor.preset:
+        return f"preset {other.preset!r}, the compared runs use {anchor.preset!r}"
+    mine, theirs = anchor.signatures(), other.signatures()
+    if mine == theirs:
+        return ""
+    missing = sorted(set(mine) - set(theirs))
+    extra = sorted(set(theirs) - set(mine))
+    changed = sorted(k for k in set(mine) & set(theirs) if mine[k] != theirs[k])
+    parts = []
+    if changed:
+        parts.append("metric signature differs: " + ", ".join(changed))
+    if missing:
+        parts.append("metrics not evaluated: " + ", ".join(missing))
+    if extra:
+        parts.append("metrics the compared runs lack: " + ", ".join(extra))
+    return "; ".join(parts)
+
+
+def choose_comparable(records: list[RunRecord]) -> Selection:
+    """Split `records` (newest first) into the comparable group and the left-out runs."""
+    left_out = [
+        LeftOut(r, f"status {r.status}: {r.error or 'no error recorded'}")
         for r in records
         if r.status != "FINISHED"
     ]
-    if not fresh:
-        return [], left_out
-    groups: dict[tuple, list[RunRecord]] = {}
-    for record in fresh:  # newest first, so a group's first run is its newest
-        groups.setdefault(record.key(), []).append(record)
-    best = max(
-        groups.values(),
-        key=lambda runs: (len({r.method for r in runs}), len(runs), runs[0].start_time),
-    )
-    anchor = best[0]
-    group = []
+    finished = [r for r in records if r.status == "FINISHED"]
+    if not finished:
+        return Selection("", {}, {}, [], left_out)
+    # Fresh runs decide the setup; with none, the sequential ones do.
+    pool = [r for r in finished if r.protocol == "fresh"] or finished
+    anchor = _largest(_group(pool, RunRecord.setup).values())[0]
+    same_setup = []
     for record in finished:
-        if record.protocol != "fresh":
-            continue  # sequential runs have their own table
-        reason = _difference(anchor, record)
+        reason = setup_difference(anchor, record)
         if reason:
-            left_out.append((record, reason))
+            left_out.append(LeftOut(record, reason))
         else:
-            group.append(record)
-    return group, left_out
-
-
-def _difference(anchor: RunRecord, other: RunRecord) -> str:
-    if other.preset != anchor.preset:
-        return f"preset {other.preset!r}, not {anchor.preset!r}"
-    a, b = anchor.key(), other.key()
-    fingerprints = {k for k, v in set(a[1]) ^ set(b[1])}
-    if fingerprints:
-        return "data fingerprint differs (" + ", ".join(sorted(fingerprints)) + ")"
-    signatures = {k for k, v in set(a[2]) ^ set(b[2])}
-    if signatures:
-        return "metric signature differs (" + ", ".join(sorted(signatures)) + ")"
-    return ""
-
-
-def forgetting_rows(records: list[RunRecord], anchor: RunRecord | None) -> list[dict[str, Any]]:
-    """Sequential runs comparable with the anchor: score after own training, final, forgetting."""
-    out = []
-    for record in records:
-        if record.status != "FINISHED" or record.protocol != "sequential":
-            continue
-        if anchor is not None and _difference(anchor, record):
-            continue
-        for key, value in sorted(record.metrics.items()):
-            if not key.startswith("forgetting/"):
-                continue
-            _, language, metric = key.split("/", 2)
-            out.append(
-                {
-                    "method": record.method,
-                    "seed": record.seed,
-                    "language": language,
-                    "metric": metric,
-                    "after own training": record.metrics.get(f"{language}/{metric}", np.nan),
-                    "final": record.metrics.get(f"final/{language}/{metric}", np.nan),
-                    "forgetting": value,
-                    "run": record.run_id,
-                }
+            same_setup.append(record)
+    fresh = [r for r in same_setup if r.protocol == "fresh"]
+    deciding = fresh or same_setup
+    languages = _ordered({lang for r in same_setup for lang in r.languages})
+    fingerprints: dict[str, str] = {}
+    tables: dict[str, list[RunRecord]] = {}
+    for language in languages:
+        candidates = [r for r in deciding if language in r.languages]
+        if candidates:
+            chosen = _largest(
+                _group(candidates, lambda r, lang=language: r.fingerprint(lang)).values()
             )
-    return out
+            fingerprints[language] = chosen[0].fingerprint(language)
+        else:  # only sequential runs have this language: the newest one's data
+            fingerprints[language] = next(
+                r.fingerprint(language) for r in same_setup if language in r.languages
+            )
+        tables[language] = []
+        for record in fresh:
+            if language not in record.languages:
+                continue
+            if record.fingerprint(language) == fingerprints[language]:
+                tables[language].append(record)
+            else:
+                reason = _data_reason(record, language, fingerprints)
+                left_out.append(LeftOut(record, reason, language))
+    sequential = []
+    for record in same_setup:
+        if record.protocol == "fresh":
+            continue
+        different = [
+            lang for lang in record.languages if record.fingerprint(lang) != fingerprints[lang]
+        ]
+        if different:
+            reason = _data_reason(record, different[0], fingerprints)
+            left_out.append(LeftOut(record, reason, different[0]))
+        else:
+            sequential.append(record)
+    return Selection(
+        anchor.preset, fingerprints, {k: v for k, v in tables.items() if v}, sequential, left_out
+    )
+
+
+def _data_reason(record: RunRecord, language: str, fingerprints: dict[str, str]) -> str:
+    return (
+        f"data fingerprint of {language} differs: {_short(record.fingerprint(language))}, "
+        f"the compared runs use {_short(fingerprints[language])}"
+    )
+
+
+def _ordered(languages: Iterable[str]) -> list[str]:
+    return sorted(languages, key=lambda lang: ({"python": 0, "javascript": 1}.get(lang, 2), lang))
+
+
+def _download_table(client: MlflowClient, record: RunRecord, language: str, tmp: Path) -> None:
+    if language in record.tables:
+        return
+    path = client.download_artifacts(
+        record.run_id, f"eval/{language}_examples.json", str(tmp / record.run_id)
+    )
+    payload = json.loads(Path(path).read_text())
+    table = pd.DataFrame(payload["data"], columns=payload["columns"])
+    ids = table["id"].astype(str) if "id" in table else pd.Series([], dtype=str)
+    if len(ids) != len(table) or ids.duplicated().any():
+        ids = pd.Series([f"#{i}" for i in range(len(table))])  # pair by position instead
+    table["id"] = ids.to_numpy()
+    record.tables[language] = table.set_index("id", drop=False)
+
+
+def _example_rows(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, Statistic]:
+    """Per-example rows (indexed by example id) and the statistic that summarises them."""
+    if metric in CORPUS_STATISTICS:
+        make, statistic = CORPUS_STATISTICS[metric]
+        predictions = table["prediction"].fillna("").astype(str).tolist()
+        references = table["reference"].fillna("").astype(str).tolist()
+        return pd.DataFrame(make(predictions, references), index=table.index), statistic
+    values = pd.to_numeric(table[metric], errors="coerce").dropna()  # not applicable: skipped
+    return values.to_frame(), MEAN
+
+
+def _pool_seeds(frames: list[pd.DataFrame]) -> tuple[np.ndarray, pd.Index]:
+    """Each example's rows averaged over the seeds' runs (examples that all of them have)."""
+    common = frames[0].index
+    for frame in frames[1:]:
+        common = common.intersection(frame.index)
+    common = common.sort_values()
+    return sum(frame.loc[common].to_numpy() for frame in frames) / len(frames), common
+
+
+def _mean_std(values: Iterable[float]) -> tuple[float, float]:
+    array = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    if not len(array):
+        return float("nan"), float("nan")
+    return float(array.mean()), float(array.std())
+
+
+def _is_mean_of_examples(table: pd.DataFrame, metric: str, logged: float | None) -> bool:
+    if logged is None or metric in CORPUS_STATISTICS:
+        return True
+    values = pd.to_numeric(table[metric], errors="coerce").dropna()
+    return not len(values) or abs(values.mean() - logged) <= 1e-6 * max(1.0, abs(logged))
+
+
+def summarise(
+    language: str,
+    runs: list[RunRecord],
+    fingerprint: str,
+    reference: str,
+    n_boot: int,
+    seed: int,
+) -> LanguageSection:
+    """One row per method for `language` (runs' tables already downloaded)."""
+    shown = set.intersection(*(set(r.signatures()) for r in runs))
+    metrics = sorted(
+        name for name in shown if all(name in r.tables[language].columns for r in runs)
+    )
+    by_method: dict[str, list[RunRecord]] = {}
+    for record in sorted(runs, key=_seed_order):
+        by_method.setdefault(record.method, []).append(record)
+    pooled: dict[tuple[str, str], tuple[np.ndarray, pd.Index]] = {}
+    statistics: dict[str, Statistic] = {}
+    for method, method_runs in by_method.items():
+        for metric in metrics:
+            parts = [_example_rows(r.tables[language], metric) for r in method_runs]
+            statistics[metric] = parts[0][1]
+            pooled[(method, metric)] = _pool_seeds([p[0] for p in parts])
+    mean_not_corpus = sorted(
+        metric
+        for metric in metrics
+        if not all(
+            _is_mean_of_examples(r.tables[language], metric, r.metrics.get(f"{language}/{metric}"))
+            for r in runs
+        )
+    )
+    notes = []
+    rows = []
+    for method, method_runs in sorted(by_method.items()):
+        estimates = {}
+        for metric in metrics:
+            data, ids = pooled[(method, metric)]
+            statistic = statistics[metric]
+            point, low, high = bootstrap_ci(data, statistic, n_boot, seed, LEVEL)
+            logged = [r.metrics.get(f"{language}/{metric}", np.nan) for r in method_runs]
+            if statistic.corpus_level and len(method_runs) == 1 and np.isfinite(logged[0]):
+                if abs(point - logged[0]) > 1e-6 * max(1.0, abs(logged[0])):
+                    notes.append(
+                        f"{method}, {metric}: recomputed from the examples {point:.4g}, the run "
+                        f"logged {logged[0]:.4g} (another metric version?)"
+                    )
+            estimate = Estimate(
+                point,
+                low,
+                high,
+                seeds=_mean_std(logged) if len(method_runs) > 1 else None,
+                logged=_mean_std(logged)[0],
+            )
+            if method != reference and (reference, metric) in pooled:
+                ref_data, ref_ids = pooled[(reference, metric)]
+                common = ids.intersection(ref_ids)
+                if len(common) >= 2:
+                    mine = data[ids.get_indexer(common)]
+                    theirs = ref_data[ref_ids.get_indexer(common)]
+                    estimate.test = paired_bootstrap(mine, theirs, statistic, n_boot, seed, LEVEL)
+                    estimate.ids_compared = len(common)
+                    if len(common) < max(len(ids), len(ref_ids)):
+                        notes.append(
+                            f"{method} vs {reference}, {metric}: tested on the {len(common)} "
+                            "example ids both have"
+                        )
+            estimates[metric] = estimate
+        costs = {
+            key: _mean_std(r.metrics.get(f"{language}/{key}", np.nan) for r in method_runs)
+            for key, _ in COSTS
+        }
+        rows.append(
+            MethodRow(
+                method=method,
+                runs=method_runs,
+                estimates=estimates,
+                costs=costs,
+                trainable=_mean_std(_float(r.params.get("trainable_params")) for r in method_runs),
+                share=_mean_std(_float(r.params.get("trainable_share")) for r in method_runs),
+            )
+        )
+    return LanguageSection(
+        language=language,
+        fingerprint=fingerprint,
+        rows=rows,
+        metrics=metrics,
+        statistics=statistics,
+        mean_not_corpus=mean_not_corpus,
+        reference_present=reference in by_method,
+        notes=notes,
+    )
+
+
+def _seed_order(record: RunRecord) -> tuple[int, float, str, str]:
+    """Seeds in numeric order where they are numbers, then by run id: a stable row layout."""
+    try:
+        return (0, float(record.seed), "", record.run_id)
+    except ValueError:
+        return (1, 0.0, record.seed, record.run_id)
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text) if text is not None else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def forgetting_rows(
+    sequential: list[RunRecord],
+) -> tuple[list[ForgettingRow], dict[tuple[str, str], list[float]]]:
+    """Per method, language and metric: score after own training, final score, forgetting;
+    and per method and metric the backward transfer (`bwt/<metric>`), seeds pooled."""
+    grouped: dict[tuple[str, str, str], list[RunRecord]] = {}
+    bwt: dict[tuple[str, str], list[float]] = {}
+    for record in sequential:
+        for key, value in record.metrics.items():
+            if key.startswith("forgetting/"):
+                _, language, metric = key.split("/", 2)
+                if metric.split("/")[0] not in IGNORED_SIGNATURES:
+                    grouped.setdefault((record.method, language, metric), []).append(record)
+            elif key.startswith("bwt/"):
+                bwt.setdefault((record.method, key[len("bwt/") :]), []).append(value)
+    rows = []
+    for (method, language, metric), runs in sorted(
+        grouped.items(), key=lambda item: (item[0][0], _ordered([item[0][1]]), item[0][2])
+    ):
+        rows.append(
+            ForgettingRow(
+                method=method,
+                language=language,
+                metric=metric,
+                seeds=len(runs),
+                after_own=_mean_std(r.metrics.get(f"{language}/{metric}", np.nan) for r in runs),
+                final=_mean_std(r.metrics.get(f"final/{language}/{metric}", np.nan) for r in runs),
+                forgetting=_mean_std(r.metrics[f"forgetting/{language}/{metric}"] for r in runs),
+            )
+        )
+    return rows, dict(sorted(bwt.items()))
+
+
+def direction(metric: str) -> bool:
+    """True when higher is better (unknown metrics are assumed to be scores)."""
+    import metrics as metric_registry
+
+    try:
+        return bool(metric_registry.get_metric(metric).higher_is_better)
+    except Exception:  # a metric no longer registered: treat it as a score
+        return True
 
 
 def build_report(
@@ -286,66 +538,97 @@ def build_report(
     seed: int = 0,
     log_to_mlflow: bool = True,
 ) -> Path:
-    """Write comparison.md, a self-contained comparison.html and the plots to `out_dir`."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
+    """Write comparison.md, a self-contained comparison.html and the plots to `out_dir`;
+    optionally log them as artifacts of a new comparison run. Returns `out_dir`."""
+    # A client of its own: reading another store must not change the caller's tracking URI.
+    client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
+    store = tracking_uri or mlflow.get_tracking_uri()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    records = load_runs(client, experiment, filter_string)
-    group, left_out = choose_group(records)
-    languages = sorted({lang for r in group for lang in r.languages}, key=_language_order)
-    sections: dict[str, tuple[list[MethodRow], list[str]]] = {}
+    for pattern in PLOT_PATTERNS:  # an earlier report's plots must not linger beside this one
+        for stale in out.glob(pattern):
+            stale.unlink()
+    records = load_runs(client, experiment, filter_string, store)
+    selection = choose_comparable(records)
+    sections: list[LanguageSection] = []
     images: dict[str, Path] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for language in languages:
-            rows, names = summarise(client, group, language, reference, n_boot, seed, Path(tmp))
-            sections[language] = (rows, names)
-            images[f"metrics_{language}"] = plots.metrics_by_method(
-                rows, names, language, out / f"metrics_{language}.png"
+    with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
+        for language, runs in selection.fresh.items():
+            for record in runs:
+                _download_table(client, record, language, Path(tmp))
+            section = summarise(
+                language, runs, selection.fingerprints[language], reference, n_boot, seed
             )
-            quality = "bleu" if "bleu" in names else names[0]
-            images[f"pareto_{language}"] = plots.quality_vs_cost(
-                rows, quality, language, out / f"pareto_{language}.png"
-            )
+            sections.append(section)
+            directions = {m: direction(m) for m in section.metrics}
+            if section.metrics:
+                images[f"metrics_{language}"] = plots.metrics_by_method(
+                    section, reference, directions, out / f"metrics_{language}.png"
+                )
+                quality = "bleu" if "bleu" in section.metrics else section.metrics[0]
+                images[f"pareto_{language}"] = plots.quality_vs_cost(
+                    section, quality, directions[quality], out / f"pareto_{language}.png"
+                )
             images[f"loss_{language}"] = plots.loss_curves(
-                client, rows, language, out / f"loss_{language}.png"
+                client, section, out / f"loss_{language}.png"
             )
-    forgetting = forgetting_rows(records, group[0] if group else None)
+    forgetting, bwt = forgetting_rows(selection.sequential)
     if forgetting:
         images["forgetting"] = plots.forgetting(forgetting, out / "forgetting.png")
-    directions = {
-        name: metric_registry.get_metric(name).higher_is_better
-        for rows_names in sections.values()
-        for name in rows_names[1]
-    }
     report = render.Report(
         experiment=experiment,
-        tracking_uri=mlflow.get_tracking_uri(),
+        filter_string=filter_string,
+        tracking_uri=store,
         reference=reference,
+        preset=selection.preset,
         sections=sections,
-        left_out=left_out,
+        left_out=selection.left_out,
+        sequential=selection.sequential,
         forgetting=forgetting,
+        bwt=bwt,
         images=images,
-        directions=directions,
+        directions={m: direction(m) for s in sections for m in s.metrics},
         n_boot=n_boot,
+        seed=seed,
         significance=SIGNIFICANCE,
     )
-    (out / "comparison.md").write_text(render.markdown(report, out))
-    (out / "comparison.html").write_text(render.html(report))
+    blocks = render.blocks(report)
+    (out / "comparison.md").write_text(render.markdown(blocks, out), encoding="utf-8")
+    (out / "comparison.html").write_text(render.html(blocks, report.title), encoding="utf-8")
     if log_to_mlflow:
-        _log_comparison_run(client, experiment, out, group)
+        compared = [r for runs in selection.fresh.values() for r in runs] + selection.sequential
+        files = [out / "comparison.md", out / "comparison.html", *images.values()]
+        _log_comparison_run(client, experiment, files, compared, selection.preset)
     return out
 
 
-def _language_order(language: str) -> tuple[int, str]:
-    return ({"python": 0, "javascript": 1}.get(language, 2), language)
+class _quiet_downloads:
+    """MLflow draws a progress bar per downloaded table; a report downloads dozens."""
+
+    def __enter__(self) -> None:
+        self._before = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = self._before
 
 
 def _log_comparison_run(
-    client: MlflowClient, experiment: str, out: Path, group: list[RunRecord]
+    client: MlflowClient,
+    experiment: str,
+    files: list[Path],
+    compared: list[RunRecord],
+    preset: str,
 ) -> None:
-    tags = {KIND_TAG: "comparison", "compared_runs": ",".join(r.run_id for r in group)[:5000]}
+    unique = list(dict.fromkeys(r.run_id for r in compared))
+    tags = {
+        KIND_TAG: "comparison",
+        "preset": preset,
+        "compared_runs": ",".join(unique)[:5000],
+    }
     # Under `mlflow run . -e compare` the run it opened is the comparison run; else a new one.
     opened = os.environ.get("MLFLOW_RUN_ID", "")
     if opened:
@@ -355,8 +638,7 @@ def _log_comparison_run(
     else:
         experiment_id = client.get_experiment_by_name(experiment).experiment_id
         run_id = client.create_run(experiment_id, run_name="comparison", tags=tags).info.run_id
-    for path in sorted(out.iterdir()):
-        if path.suffix in (".md", ".html", ".png"):
-            client.log_artifact(run_id, str(path), "comparison")
+    for path in files:
+        client.log_artifact(run_id, str(path), "comparison")
     if not opened:
         client.set_terminated(run_id)

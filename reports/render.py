@@ -1,192 +1,402 @@
-"""The report as Markdown (relative image links) and as one self-contained HTML file."""
+"""The report as a list of blocks, written as Markdown (relative image links) and as one
+self-contained HTML file (inline style, images as data URIs): the same content in both."""
 
 from __future__ import annotations
 
 import base64
 import html as html_lib
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from reports.compare import Estimate, ForgettingRow, LanguageSection, LeftOut, RunRecord
+
+# A block: ("h1" | "h2" | "h3" | "p", text), ("table", header, rows), ("img", path, alt) or
+# ("ul", items). Text may hold `code` spans, the only inline markup used.
+Block = tuple[Any, ...]
 
 
 @dataclass
 class Report:
+    """Everything the report shows."""
+
     experiment: str
+    filter_string: str
     tracking_uri: str
     reference: str
-    sections: dict[str, tuple[list[Any], list[str]]]
-    left_out: list[tuple[Any, str]]
-    forgetting: list[dict[str, Any]]
+    preset: str
+    sections: list[LanguageSection]
+    left_out: list[LeftOut]
+    sequential: list[RunRecord]
+    forgetting: list[ForgettingRow]
+    bwt: dict[tuple[str, str], list[float]]
     images: dict[str, Path]
     directions: dict[str, bool]
     n_boot: int
+    seed: int
     significance: float
 
+    @property
+    def title(self) -> str:
+        return f"adaptbench comparison: experiment {self.experiment}"
 
-def _fmt(value: float, digits: int = 3) -> str:
-    if value != value:  # NaN
-        return "-"
-    if abs(value) >= 1000:
+
+def fmt(value: float) -> str:
+    """A number with about three significant digits; '–' for a missing one."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    size = abs(value)
+    if size >= 1000:
         return f"{value:,.0f}"
-    return (
-        f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
-    )
+    if size >= 100:
+        return f"{value:.1f}"
+    if size >= 1 or value == 0:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"
 
 
-def _cell(row: Any, metric: str, report: Report) -> str:
-    point, low, high = row.values[metric]
-    text = f"{_fmt(point)} [{_fmt(low)}, {_fmt(high)}]"
-    if len(row.runs) > 1:
-        mean, std = row.seed_spread[metric]
-        text += f" (seeds {_fmt(mean)} ± {_fmt(std)})"
-    if metric in row.versus_reference:
-        diff, p = row.versus_reference[metric]
-        if p < report.significance:
-            better = (diff > 0) == report.directions.get(metric, True)
-            text += f" {'▲' if better else '▼'}* (p={p:.3f})"
+def fmt_spread(mean_std: tuple[float, float], several: bool, scale: float = 1.0) -> str:
+    """'mean ± std' across seeds when there are several, else the value."""
+    mean, std = mean_std
+    if several and math.isfinite(std):
+        return f"{fmt(mean * scale)} ± {fmt(std * scale)}"
+    return fmt(mean * scale)
+
+
+def _estimate_cell(estimate: Estimate, higher_is_better: bool, note_corpus: bool) -> str:
+    text = f"{fmt(estimate.point)} [{fmt(estimate.low)}, {fmt(estimate.high)}]"
+    if estimate.significant():
+        better = (estimate.test.difference > 0) == higher_is_better
+        text += " ▲*" if better else " ▼*"
+    if estimate.seeds is not None:
+        text += f" (seeds {fmt(estimate.seeds[0])} ± {fmt(estimate.seeds[1])})"
+    elif note_corpus:
+        text += f" (corpus {fmt(estimate.logged)})"
     return text
 
 
-def tables(report: Report) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) for every table of the report."""
-    out = []
-    for language, (rows, names) in report.sections.items():
-        header = [
-            "method",
-            "seeds",
-            "trainable",
-            "share",
-            "weights (MB)",
-            "train time (s)",
-            "peak memory (MB)",
-            "train tokens/s",
-            "skipped steps",
-            *names,
-        ]
-        body = []
-        for row in rows:
-            body.append(
-                [
-                    row.method,
-                    str(len(row.runs)),
-                    f"{row.trainable:,}",
-                    f"{100 * row.share:.2f} %",
-                    _fmt(row.weights_bytes / 2**20),
-                    _fmt(row.costs["train_time_s"]),
-                    _fmt(row.costs["peak_memory_mb"]),
-                    _fmt(row.costs["tokens_per_s"]),
-                    _fmt(row.costs["skipped_steps"]),
-                    *[_cell(row, m, report) for m in names],
-                ]
-            )
-        out.append((f"{language}", header, body))
-    if report.forgetting:
-        header = [
-            "method",
-            "seed",
-            "language",
-            "metric",
-            "after own training",
-            "final",
-            "forgetting",
-        ]
-        body = [
+def _difference_cell(estimate: Estimate, alpha: float) -> str:
+    test = estimate.test
+    if test is None:
+        return "–"
+    star = "*" if test.p_value < alpha else ""
+    return (
+        f"{'+' if test.difference > 0 else ''}{fmt(test.difference)}{star} "
+        f"[{fmt(test.low)}, {fmt(test.high)}] p={test.p_value:.3f}"
+    )
+
+
+def _statistic_note(section: LanguageSection) -> str:
+    corpus = [m for m in section.metrics if section.statistics[m].corpus_level]
+    parts = []
+    if corpus:
+        parts.append(
+            ", ".join(f"`{m}`" for m in corpus)
+            + ": the corpus value itself, recomputed on every resample from per-example "
+            "sufficient statistics (n-gram matches and lengths)"
+        )
+    if section.mean_not_corpus:
+        parts.append(
+            ", ".join(f"`{m}`" for m in section.mean_not_corpus)
+            + ": the mean of the per-example values, which is not the corpus value the run "
+            "logged (shown as 'corpus', or in the seeds' mean ± std); too costly to recompute "
+            "per resample"
+        )
+    others = [m for m in section.metrics if m not in corpus and m not in section.mean_not_corpus]
+    if others:
+        parts.append(
+            ", ".join(f"`{m}`" for m in others)
+            + ": the mean of the per-example values, which is the logged corpus value"
+        )
+    return "Estimates and intervals: " + "; ".join(parts) + "."
+
+
+def _run_label(run: RunRecord) -> str:
+    return f"`{run.run_id}` ({run.name}: {run.method}, preset {run.preset}, seed {run.seed})"
+
+
+def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
+    """Costs, quality and differences from the reference for one language."""
+    blocks: list[Block] = [
+        ("h2", section.language),
+        (
+            "p",
+            f"{sum(len(r.runs) for r in section.rows)} runs, {len(section.rows)} methods; "
+            f"data fingerprint `{section.fingerprint[:16]}`.",
+        ),
+        ("h3", f"{section.language}: costs"),
+    ]
+    header = ["method", "seeds", "trainable", "share", *[title for _, title in _costs()]]
+    body = []
+    for row in section.rows:
+        several = len(row.runs) > 1
+        body.append(
             [
-                r["method"],
-                r["seed"],
-                r["language"],
-                r["metric"],
-                _fmt(r["after own training"]),
-                _fmt(r["final"]),
-                _fmt(r["forgetting"]),
+                row.method,
+                ", ".join(row.seeds),
+                fmt_spread(row.trainable, several) if several else f"{row.trainable[0]:,.0f}",
+                fmt_spread(row.share, several, 100.0) + " %",
+                *[
+                    fmt_spread(row.costs[key], several, 2**-20 if key.endswith("bytes") else 1)
+                    for key, _ in _costs()
+                ],
             ]
-            for r in report.forgetting
+        )
+    blocks.append(("table", header, body))
+    if not section.metrics:
+        blocks.append(("p", "No metric is shared by every run of this table."))
+        return blocks + _images(report, f"loss_{section.language}")
+    blocks.append(("h3", f"{section.language}: quality"))
+    header = ["method"] + [
+        f"{m} {'↑' if report.directions.get(m, True) else '↓'}" for m in section.metrics
+    ]
+    body = [
+        [row.method]
+        + [
+            _estimate_cell(
+                row.estimates[m],
+                report.directions.get(m, True),
+                m in section.mean_not_corpus,
+            )
+            for m in section.metrics
         ]
-        out.append(("forgetting (sequential protocol)", header, body))
-    return out
+        for row in section.rows
+    ]
+    blocks.append(("table", header, body))
+    blocks.append(("p", _statistic_note(section)))
+    if section.reference_present:
+        blocks.append(("h3", f"{section.language}: difference from {report.reference}"))
+        blocks.append(
+            (
+                "p",
+                f"Method minus `{report.reference}` on the same example ids: difference "
+                f"[95 % paired bootstrap interval], two-sided p-value; * p < "
+                f"{report.significance}.",
+            )
+        )
+        others = [r for r in section.rows if r.method != report.reference]
+        body = [
+            [row.method]
+            + [_difference_cell(row.estimates[m], report.significance) for m in section.metrics]
+            for row in others
+        ]
+        blocks.append(("table", ["method", *section.metrics], body))
+    else:
+        blocks.append(
+            (
+                "p",
+                f"The reference method `{report.reference}` has no run in this table: no "
+                "significance tests.",
+            )
+        )
+    if section.notes:
+        blocks.append(("ul", section.notes))
+    return blocks + _images(
+        report,
+        f"metrics_{section.language}",
+        f"pareto_{section.language}",
+        f"loss_{section.language}",
+    )
 
 
-INTRO = (
-    "Each metric cell: estimate [95 % bootstrap interval over the evaluated examples, {n} "
-    "resamples]. BLEU is corpus BLEU (resampled from sufficient statistics); the other metrics "
-    "are means of their per-example values. ▲* / ▼*: better / worse than `{ref}` by a paired "
-    "bootstrap test on the same examples (p < {alpha}). Costs are per language; seeds pooled."
-)
+def _costs() -> list[tuple[str, str]]:
+    from reports.compare import COSTS
+
+    return COSTS
+
+
+ALT = {
+    "metrics": "each metric by method with 95 % intervals",
+    "pareto": "quality against trainable parameters and train time, Pareto front",
+    "loss": "training loss curves",
+    "forgetting": "forgetting per method (sequential protocol)",
+}
+
+
+def _images(report: Report, *keys: str) -> list[Block]:
+    blocks = []
+    for key in keys:
+        if key in report.images:
+            kind, _, language = key.partition("_")
+            alt = f"{language}: {ALT[kind]}" if language else ALT[kind]
+            blocks.append(("img", report.images[key], alt))
+    return blocks
 
 
 def intro(report: Report) -> str:
-    return INTRO.format(n=report.n_boot, ref=report.reference, alpha=report.significance)
+    return (
+        f"Each quality cell: estimate [95 % percentile bootstrap interval over the evaluated "
+        f"examples, {report.n_boot} resamples, seed {report.seed}]. ▲* / ▼*: better / worse "
+        f"than `{report.reference}` by a paired bootstrap test on the same examples "
+        f"(p < {report.significance}; no correction for the many comparisons, so expect some "
+        "false alarms). With several seeds, each example's values are averaged over the seeds "
+        "before resampling (the interval covers the choice of examples, not of seeds), and the "
+        "runs' own values are shown as mean ± std across seeds; costs likewise. Costs are per "
+        "language. Runs are side by side only with the same preset, metric signatures and data "
+        "fingerprint; the largest such group is shown (most methods, then most runs, then the "
+        "newest), the rest is under Left out."
+    )
 
 
-def markdown(report: Report, out: Path) -> str:
-    lines = [
-        f"# adaptbench comparison: experiment `{report.experiment}`",
-        "",
-        f"Tracking store: `{report.tracking_uri}`",
-        "",
-        intro(report),
-        "",
+def blocks(report: Report) -> list[Block]:
+    """The whole report, in order."""
+    out: list[Block] = [
+        ("h1", report.title),
+        (
+            "p",
+            f"Tracking store `{report.tracking_uri}`, experiment `{report.experiment}`"
+            + (f", filter `{report.filter_string}`" if report.filter_string else "")
+            + (f", preset `{report.preset}`." if report.preset else "."),
+        ),
+        ("p", intro(report)),
     ]
-    for title, header, body in tables(report):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += [
-            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in body
-        ]
-        lines.append("")
-        for key, path in report.images.items():
-            if key.endswith(f"_{title}") or (key == "forgetting" and title.startswith("forget")):
-                lines += [f"![{key}]({path.relative_to(out)})", ""]
-    lines += ["## Left out", ""]
+    if not report.sections and not report.forgetting:
+        out.append(("p", "No finished, comparable benchmark run was found."))
+    for section in report.sections:
+        out += section_blocks(section, report)
+    if report.forgetting:
+        out += forgetting_blocks(report)
+    out.append(("h2", "Left out"))
     if report.left_out:
-        lines += [
-            f"- `{r.run_id}` ({r.method}, {r.preset}, seed {r.seed}): {why}"
-            for r, why in report.left_out
-        ]
+        failed = [e for e in report.left_out if e.run.status != "FINISHED"]
+        other = [e for e in report.left_out if e.run.status == "FINISHED"]
+        items = [f"{_run_label(e.run)}: {e.reason}" for e in failed]
+        items += [f"{_run_label(e.run)}: {e.reason}" for e in other]  # reasons name languages
+        out.append(("ul", items))
     else:
-        lines.append("Nothing: every run of the experiment is in the tables.")
-    return "\n".join(lines) + "\n"
+        out.append(("p", "Nothing: every benchmark run found is in the tables."))
+    return out
 
 
-def _image(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html_lib.escape(path.stem)}" src="data:image/png;base64,{data}">'
+def forgetting_blocks(report: Report) -> list[Block]:
+    """The sequential protocol's forgetting table, backward transfer and plot."""
+    runs = report.sequential
+    out: list[Block] = [
+        ("h2", "Forgetting (sequential protocol)"),
+        (
+            "p",
+            f"{len(runs)} sequential runs. Each cell: score right after training on that language "
+            "→ final score after training on every language (forgetting, positive = forgotten). "
+            "Mean ± std across seeds.",
+        ),
+    ]
+    metrics = sorted({r.metric for r in report.forgetting})
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    seeds: dict[tuple[str, str], int] = {}
+    for r in report.forgetting:
+        several = r.seeds > 1
+        cells.setdefault((r.method, r.language), {})[r.metric] = (
+            f"{fmt_spread(r.after_own, several)} → {fmt_spread(r.final, several)} "
+            f"({fmt_spread(r.forgetting, several)})"
+        )
+        seeds[(r.method, r.language)] = max(seeds.get((r.method, r.language), 0), r.seeds)
+    body = [
+        [method, language, str(seeds[(method, language)])]
+        + [by_metric.get(m, "–") for m in metrics]
+        for (method, language), by_metric in cells.items()
+    ]
+    out.append(("table", ["method", "language", "seeds", *metrics], body))
+    if report.bwt:
+        out.append(("h3", "Backward transfer"))
+        out.append(
+            ("p", "`bwt/<metric>`: the mean change on earlier languages (negative = forgotten).")
+        )
+        metrics = sorted({metric for _, metric in report.bwt})
+        methods = sorted({method for method, _ in report.bwt})
+        body = [
+            [method] + [_spread_of(report.bwt.get((method, m), [])) for m in metrics]
+            for method in methods
+        ]
+        out.append(("table", ["method", *[f"bwt/{m}" for m in metrics]], body))
+    return out + _images(report, "forgetting")
+
+
+def _spread_of(values: list[float]) -> str:
+    array = np.array(values, dtype=float)
+    if not len(array):
+        return "–"
+    return fmt_spread((float(array.mean()), float(array.std())), len(array) > 1)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(report_blocks: list[Block], out: Path) -> str:
+    """GitHub-flavoured Markdown; images linked relative to `out`."""
+    lines: list[str] = []
+    for block in report_blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(kind[1]) + " " + block[1], ""]
+        elif kind == "p":
+            lines += [block[1], ""]
+        elif kind == "table":
+            header, body = block[1], block[2]
+            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
+            lines.append("")
+        elif kind == "img":
+            path, alt = block[1], block[2]
+            lines += [f"![{alt}]({Path(path).relative_to(out).as_posix()})", ""]
+        elif kind == "ul":
+            lines += [f"- {item}" for item in block[1]] + [""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 STYLE = (
-    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-    "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}"
-    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-    "th{background:#f3f3f3}img{max-width:100%;margin:1em 0}"
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1500px;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}"
+    "td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}"
+    "th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}"
+    "img{max-width:100%;margin:1em 0;display:block}code{background:#f3f3f3;padding:0 3px}"
 )
 
 
-def html(report: Report) -> str:
-    """The whole report in one file: styles inline, images as data URIs, no external link."""
-    esc = html_lib.escape
+def _inline(text: str) -> str:
+    """Escape, then turn `code` spans into <code> elements."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html_lib.escape(text))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img alt="{html_lib.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def html(report_blocks: list[Block], title: str) -> str:
+    """The whole report in one file: inline style, images as data URIs, nothing external."""
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>adaptbench comparison"
-        f"</title><style>{STYLE}</style></head><body>",
-        f"<h1>adaptbench comparison: experiment {esc(report.experiment)}</h1>",
-        f"<p>Tracking store: <code>{esc(report.tracking_uri)}</code></p>",
-        f"<p>{esc(intro(report))}</p>",
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html_lib.escape(title)}</title><style>{STYLE}</style></head><body>",
     ]
-    for title, header, body in tables(report):
-        parts.append(f"<h2>{esc(title)}</h2><table><tr>")
-        parts += [f"<th>{esc(h)}</th>" for h in header]
-        parts.append("</tr>")
-        for row in body:
-            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-        parts.append("</table>")
-        for key, path in report.images.items():
-            if key.endswith(f"_{title}") or (key == "forgetting" and title.startswith("forget")):
-                parts.append(_image(path))
-    parts.append("<h2>Left out</h2><ul>")
-    parts += [
-        f"<li><code>{esc(r.run_id)}</code> ({esc(r.method)}, {esc(r.preset)}, seed "
-        f"{esc(r.seed)}): {esc(why)}</li>"
-        for r, why in report.left_out
-    ]
-    if not report.left_out:
-        parts.append("<li>Nothing: every run of the experiment is in the tables.</li>")
-    parts.append("</ul></body></html>")
-    return "\n".join(parts)
+    for block in report_blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f'<{kind} id="{_slug(block[1])}">{_inline(block[1])}</{kind}>')
+        elif kind == "p":
+            parts.append(f"<p>{_inline(block[1])}</p>")
+        elif kind == "table":
+            header, body = block[1], block[2]
+            parts.append("<table><thead><tr>")
+            parts += [f"<th>{_inline(h)}</th>" for h in header]
+            parts.append("</tr></thead><tbody>")
+            for row in body:
+                parts.append("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>")
+            parts.append("</tbody></table>")
+        elif kind == "img":
+            parts.append(_image(block[1], block[2]))
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block[1]) + "</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

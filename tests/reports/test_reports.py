@@ -1,4 +1,4 @@
-"""The comparison report: intervals, paired tests, comparability, self-contained HTML."""
+"""The comparison report end to end on synthetic runs in a temporary sqlite tracking store."""
 
 from __future__ import annotations
 
@@ -6,180 +6,319 @@ import re
 from pathlib import Path
 
 import mlflow
+import mlflow.tracking._tracking_service.utils as tracking_utils
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.tracking import fluent
 
+from metrics import get_metric
 from reports.compare import build_report
-from reports.plots import pareto_front
-from reports.stats import bleu_rows, bootstrap_ci, corpus_bleu, paired_bootstrap
 
-REFS = [f"def f{i}(x):\n    return x + {i}\n" for i in range(40)]
-
-
-def test_bootstrap_interval_contains_the_estimate_and_shrinks_with_more_examples():
-    rng = np.random.default_rng(1)
-    small = rng.normal(0.5, 0.2, 30)
-    large = rng.normal(0.5, 0.2, 3000)
-    point, low, high = bootstrap_ci(small, seed=0)
-    assert low <= point <= high and point == pytest.approx(small.mean())
-    point_l, low_l, high_l = bootstrap_ci(large, seed=0)
-    assert low_l <= point_l <= high_l
-    assert (high_l - low_l) < (high - low) / 4
+N = 40
+REFS = {
+    "python": [f"def f{i}(x):\n    return x + {i} * x\n" for i in range(N)],
+    "javascript": [f"function f{i}(x) {{\n  return x + {i} * x;\n}}" for i in range(N)],
+}
+HALF = [1.0 if i % 2 else 0.0 for i in range(N)]
+ALL_RIGHT = [1.0] * N
+SIGNATURES = {
+    "metric.bleu.signature": get_metric("bleu").signature(),
+    "metric.exact_match.signature": get_metric("exact_match").signature(),
+    "metric.edit_distance.signature": get_metric("edit_distance").signature(),
+}
 
 
-def test_bleu_interval_is_corpus_bleu_from_sufficient_statistics():
-    from metrics import get_metric
-
-    preds = [r.replace("+", "-") if i % 3 else r for i, r in enumerate(REFS)]
-    rows = bleu_rows(preds, REFS)
-    assert corpus_bleu(rows) == pytest.approx(
-        get_metric("bleu").compute(preds, REFS, "python").corpus
+def _table(language: str, correct: list[float]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Per-example table as the harness logs it, and the corpus values of its metrics."""
+    refs = REFS[language]
+    preds = [r if ok else "return None" for r, ok in zip(refs, correct)]
+    table = pd.DataFrame(
+        {
+            "id": [f"{language}-{i}" for i in range(N)],
+            "language": language,
+            "docstring": [f"Scale x by {i}." for i in range(N)],
+            "reference": refs,
+            "prediction": preds,
+        }
     )
-    point, low, high = bootstrap_ci(rows, corpus_bleu, n_boot=200)
-    assert low <= point <= high
-
-
-def test_paired_bootstrap_separates_a_real_difference_from_none():
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0, 1, 200)
-    diff, p = paired_bootstrap(base + 0.1, base, n_boot=500)
-    assert diff == pytest.approx(0.1) and p < 0.01
-    diff, p = paired_bootstrap(base, base.copy(), n_boot=500)
-    assert diff == 0 and p == 1.0
-
-
-def test_pareto_front():
-    # (cost, quality): the second is dominated by the first, the last is best but costly.
-    points = [(1, 0.5), (2, 0.4), (3, 0.7), (0.5, 0.1)]
-    assert pareto_front(points) == [3, 0, 2]
+    corpus = {}
+    for name in ("bleu", "exact_match", "edit_distance"):
+        result = get_metric(name).compute(preds, refs, language)
+        table[name] = result.per_example
+        corpus[name] = result.corpus
+    return table, corpus
 
 
 def _log_run(
     method: str,
-    per_example: list[float],
+    correct: list[float],
     *,
+    languages: tuple[str, ...] = ("python", "javascript"),
+    seed: int = 42,
     fingerprint: str = "f" * 64,
-    signature: str = "bleu|v1",
-    status: str = "FINISHED",
+    signatures: dict[str, str] | None = None,
     preset: str = "demo",
     protocol: str = "fresh",
-    extra: dict | None = None,
+    status: str = "FINISHED",
+    train_time: float = 10.0,
+    extra_tags: dict[str, str] | None = None,
 ) -> str:
-    with mlflow.start_run(run_name=method) as run:
-        mlflow.set_tags({"method": method, "preset": preset, "protocol": protocol})
-        mlflow.log_params(
-            {
-                "run.languages": '["python"]',
-                "train.seed": "42",
-                "trainable_params": "1000",
-                "trainable_share": "0.01",
-                "data.python.fingerprint": fingerprint,
-                "metric.exact_match.signature": signature,
-                "metric.bleu.signature": "bleu|v1",
-            }
+    with mlflow.start_run(run_name=f"{method}-{preset}") as run:
+        mlflow.set_tags(
+            {"method": method, "preset": preset, "protocol": protocol, "git_commit": "abc"}
+            | (extra_tags or {})
         )
-        preds = [r if v else "pass" for r, v in zip(REFS, per_example)]
-        mlflow.log_table(
-            pd.DataFrame(
-                {
-                    "id": [str(i) for i in range(len(REFS))],
-                    "language": "python",
-                    "docstring": "d",
-                    "reference": REFS,
-                    "prediction": preds,
-                    "exact_match": per_example,
-                    "bleu": [100.0 * v for v in per_example],
-                }
-            ),
-            artifact_file="eval/python_examples.json",
-        )
-        values = {
-            "python/exact_match": float(np.mean(per_example)),
-            "python/bleu": 1.0,
-            "python/train_time_s": 10.0,
-            "python/peak_memory_mb": 100.0,
-            "python/tokens_per_s": 50.0,
-            "python/skipped_steps": 0.0,
-            "python/trained_weights_bytes": 4096.0,
+        params = {
+            "run.languages": str(list(languages)).replace("'", '"'),
+            "train.seed": str(seed),
+            "trainable_params": "49152",
+            "trainable_share": "0.0247",
+            "method.name": method,
+            **(signatures or SIGNATURES),
         }
-        values.update(extra or {})
-        mlflow.log_metrics(values)
-        for step in range(1, 4):
-            mlflow.log_metric("python/train/loss", 3.0 / step, step=step)
+        params |= {f"data.{lang}.fingerprint": fingerprint for lang in languages}
+        mlflow.log_params(params)
         if status == "FAILED":
-            mlflow.set_tag("error", "RuntimeError: out of memory")
-    if status != "FINISHED":
-        mlflow.tracking.MlflowClient().set_terminated(run.info.run_id, status)
+            mlflow.set_tag("error", "RuntimeError: CUDA out of memory")
+    if status == "FAILED":
+        mlflow.tracking.MlflowClient().set_terminated(run.info.run_id, "FAILED")
+        return run.info.run_id
+    with mlflow.start_run(run_id=run.info.run_id):
+        for lang in languages:
+            table, corpus = _table(lang, correct)
+            mlflow.log_table(table, artifact_file=f"eval/{lang}_examples.json")
+            values = {f"{lang}/{name}": value for name, value in corpus.items()}
+            values |= {
+                f"{lang}/train_time_s": train_time,
+                f"{lang}/peak_memory_mb": 1400.0,
+                f"{lang}/tokens_per_s": 9800.0,
+                f"{lang}/samples_per_s": 60.0,
+                f"{lang}/skipped_steps": 0.0,
+                f"{lang}/trained_weights_bytes": 203_000.0,
+                f"{lang}/generation_time_s": 4.0,
+            }
+            if protocol == "sequential" and lang == "python":
+                values |= {
+                    "final/python/bleu": corpus["bleu"] / 2,
+                    "forgetting/python/bleu": corpus["bleu"] / 2,
+                    "bwt/bleu": -corpus["bleu"] / 2,
+                }
+            mlflow.log_metrics(values)
+            for step in range(1, 6):
+                mlflow.log_metric(f"{lang}/train/loss", 4.0 / step + 0.1 * seed % 3, step=step)
     return run.info.run_id
 
 
-@pytest.fixture
-def report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("cmp")
-    all_right = [1.0] * 40
-    half = [1.0 if i % 2 else 0.0 for i in range(40)]
-    ids = {
-        "lora": _log_run("lora", half),
-        "ffn_expansion": _log_run("ffn_expansion", all_right),
-        "full_layer": _log_run("full_layer", half),
-        "other_data": _log_run("hybrid", half, fingerprint="0" * 64),
-        "other_sig": _log_run("hybrid", half, signature="exact_match|v2"),
-        "failed": _log_run("hybrid", half, status="FAILED"),
-        "sequential": _log_run(
-            "lora",
-            half,
-            protocol="sequential",
-            extra={"final/python/exact_match": 0.25, "forgetting/python/exact_match": 0.25},
-        ),
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory):
+    """A tracking store holding every kind of run the report must handle, and the report."""
+    tmp = tmp_path_factory.mktemp("cmp")
+    with pytest.MonkeyPatch.context() as patch:
+        # Leave the session's tracking URI and active experiment as they were.
+        patch.setattr(tracking_utils, "_tracking_uri", None)
+        patch.setattr(fluent, "_active_experiment_id", None)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("cmp")
+        other_signatures = SIGNATURES | {"metric.exact_match.signature": "exact_match|strip:no"}
+        ids = {
+            "lora": _log_run("lora", HALF),
+            # Clearly better than lora everywhere.
+            "ffn_expansion": _log_run("ffn_expansion", ALL_RIGHT),
+            # Exactly lora's predictions, two seeds with different train times.
+            "full_layer": _log_run("full_layer", HALF, train_time=10.0),
+            "full_layer_43": _log_run("full_layer", HALF, seed=43, train_time=12.0),
+            # Python only, same data: in the python table only.
+            "hybrid_python": _log_run("hybrid", HALF, languages=("python",)),
+            "other_data": _log_run("hybrid", ALL_RIGHT, fingerprint="0" * 64),
+            "other_signature": _log_run("hybrid", ALL_RIGHT, signatures=other_signatures),
+            "other_preset": _log_run("hybrid", ALL_RIGHT, preset="seed"),
+            "failed": _log_run("hybrid", HALF, status="FAILED"),
+            "sequential": _log_run("lora", HALF, protocol="sequential"),
+            # An earlier report's run: never read as a benchmark run.
+            "old_comparison": _log_run(
+                "bogus", ALL_RIGHT, extra_tags={"adaptbench.kind": "comparison"}
+            ),
+        }
+        out = build_report(experiment="cmp", out_dir=tmp / "out", n_boot=300, tracking_uri=uri)
+        yield {"uri": uri, "ids": ids, "out": out, "tmp": tmp}
+
+
+def _section(text: str, heading: str) -> str:
+    return text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    lines = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_one_row_per_method_per_language(store):
+    text = (store["out"] / "comparison.md").read_text()
+    expected = {
+        "python": ["ffn_expansion", "full_layer", "hybrid", "lora"],
+        "javascript": ["ffn_expansion", "full_layer", "lora"],
     }
-    out = build_report(experiment="cmp", out_dir=tmp_path / "out", n_boot=300)
-    return out, ids
+    for language, methods in expected.items():
+        for table in ("costs", "quality"):
+            rows = _table_rows(_section(text, f"### {language}: {table}"))
+            assert [r[0] for r in rows] == methods, (language, table)
+    assert "bogus" not in text and store["ids"]["old_comparison"] not in text
 
 
-def test_report_rows_significance_and_left_out_runs(report):
-    out, ids = report
-    text = (out / "comparison.md").read_text()
-    section = text.split("## python")[1].split("##")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and "method" not in line]
-    assert [r.split("|")[1].strip() for r in rows] == ["ffn_expansion", "full_layer", "lora"]
-    ffn = next(r for r in rows if r.startswith("| ffn_expansion"))
-    full = next(r for r in rows if r.startswith("| full_layer"))
-    assert "▲*" in ffn and "▲*" not in full and "▼*" not in full
-    left = text.split("## Left out")[1]
-    assert ids["other_data"] in left and "data fingerprint differs" in left
-    assert ids["other_sig"] in left and "metric signature differs" in left
-    assert ids["failed"] in left and "out of memory" in left
-    assert "forgetting (sequential protocol)" in text
+def test_every_metric_has_an_interval_and_the_corpus_value(store):
+    text = (store["out"] / "comparison.md").read_text()
+    rows = _table_rows(_section(text, "### python: quality"))
+    for row in rows:
+        assert len(row) == 4  # method, bleu, edit_distance, exact_match
+        for cell in row[1:]:
+            point, low, high = map(float, re.match(r"(\S+) \[(\S+), (\S+)\]", cell).groups())
+            assert low <= point <= high
+    lora = next(r for r in rows if r[0] == "lora")
+    assert float(lora[3].split()[0]) == pytest.approx(0.5)  # exact_match of HALF
+    assert "recomputed from the examples" not in text  # corpus BLEU matches the logged one
 
 
-def test_every_metric_has_an_interval(report):
-    out, _ = report
-    text = (out / "comparison.md").read_text()
-    for line in text.split("## python")[1].split("##")[0].splitlines():
-        if line.startswith("| ") and "method" not in line:
-            assert len(re.findall(r"\[[^\]]+, [^\]]+\]", line)) == 2  # bleu and exact_match
+def test_seeds_are_pooled_with_mean_and_std(store):
+    text = (store["out"] / "comparison.md").read_text()
+    costs = _table_rows(_section(text, "### python: costs"))
+    full = next(r for r in costs if r[0] == "full_layer")
+    assert full[1] == "42, 43" and "11 ± 1" in full
+    quality = _table_rows(_section(text, "### python: quality"))
+    assert "seeds" in next(r for r in quality if r[0] == "full_layer")[1]
 
 
-def test_html_is_self_contained(report):
-    out, _ = report
-    page = (out / "comparison.html").read_text()
-    references = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)""", page)
+def test_significance_marks_a_clear_difference_and_not_an_identical_one(store):
+    text = (store["out"] / "comparison.md").read_text()
+    for language in ("python", "javascript"):
+        quality = {r[0]: r for r in _table_rows(_section(text, f"### {language}: quality"))}
+        assert all("▲*" in cell for cell in quality["ffn_expansion"][1:])  # all 3 metrics
+        assert not any("*" in cell for cell in quality["full_layer"][1:])
+        assert not any("*" in cell for cell in quality["lora"][1:])  # the reference itself
+        diffs = {
+            r[0]: r for r in _table_rows(_section(text, f"### {language}: difference from lora"))
+        }
+        assert set(diffs) == set(quality) - {"lora"}
+        assert "+0.5*" in diffs["ffn_expansion"][3]  # exact_match 1.0 vs 0.5
+        assert re.search(r"p=0\.0", diffs["ffn_expansion"][3])
+        assert all(cell.startswith("0 [0, 0] p=1.000") for cell in diffs["full_layer"][1:])
+
+
+def test_left_out_runs_are_listed_with_the_reason(store):
+    text = (store["out"] / "comparison.md").read_text()
+    left = text.split("## Left out", 1)[1]
+    ids = store["ids"]
+    lines = {
+        run: next(line for line in left.splitlines() if ids[run] in line)
+        for run in ids
+        if ids[run] in left
+    }
+    assert "data fingerprint of python differs" in lines["other_data"]
+    assert "metric signature differs: exact_match" in lines["other_signature"]
+    assert "preset 'seed'" in lines["other_preset"]
+    assert "FAILED" in lines["failed"] and "CUDA out of memory" in lines["failed"]
+    for kept in ("lora", "ffn_expansion", "full_layer", "full_layer_43", "hybrid_python"):
+        assert kept not in lines
+    assert "sequential" not in lines  # in the forgetting table instead
+    # A left-out run is never beside the others.
+    quality = _section(text, "### python: quality")
+    assert quality.count("| hybrid") == 1
+
+
+def test_forgetting_table_for_sequential_runs(store):
+    text = (store["out"] / "comparison.md").read_text()
+    rows = _table_rows(_section(text, "## Forgetting (sequential protocol)"))
+    assert [r[:3] for r in rows] == [["lora", "python", "1"]]
+    assert "→" in rows[0][3]
+    assert (store["out"] / "forgetting.png").is_file()
+
+
+def test_html_is_self_contained(store):
+    page = (store["out"] / "comparison.html").read_text()
+    references = re.findall(r"""(?:src|href)\s*=\s*["']?([^"'\s>]+)""", page)
     assert references, "the plots should be embedded"
     assert all(ref.startswith("data:") or ref.startswith("#") for ref in references)
     assert "<link" not in page and "<script" not in page and "url(" not in page
-    for name in ("metrics_python.png", "pareto_python.png", "loss_python.png", "forgetting.png"):
-        assert (out / name).is_file()
+    assert "@import" not in page
+    for png in ("metrics_python", "pareto_python", "loss_python", "metrics_javascript"):
+        assert (store["out"] / f"{png}.png").is_file()
+    # The same tables as the markdown.
+    markdown = (store["out"] / "comparison.md").read_text()
+    assert page.count("<table>") == markdown.count("\n|---")
 
 
-def test_comparison_is_logged_as_its_own_run(report):
-    runs = mlflow.search_runs(
-        experiment_names=["cmp"], filter_string="tags.`adaptbench.kind` = 'comparison'"
+def test_markdown_links_the_plots_relatively(store):
+    text = (store["out"] / "comparison.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert "metrics_python.png" in links and "forgetting.png" in links
+    assert all((store["out"] / link).is_file() for link in links)
+
+
+def test_comparison_is_logged_as_its_own_run(store):
+    client = mlflow.tracking.MlflowClient(store["uri"])
+    experiment = client.get_experiment_by_name("cmp")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="tags.`adaptbench.kind` = 'comparison'",
     )
+    runs = [r for r in runs if "method" not in r.data.tags]  # not the planted old one
     assert len(runs) == 1
-    artifacts = mlflow.artifacts.list_artifacts(
-        run_id=runs.iloc[0].run_id, artifact_path="comparison"
+    names = {Path(a.path).name for a in client.list_artifacts(runs[0].info.run_id, "comparison")}
+    assert {"comparison.md", "comparison.html", "metrics_python.png"} <= names
+    assert store["ids"]["ffn_expansion"] in runs[0].data.tags["compared_runs"]
+
+
+def test_a_second_report_ignores_the_first_and_is_reproducible(store):
+    out = build_report(
+        experiment="cmp",
+        out_dir=store["tmp"] / "again",
+        n_boot=300,
+        tracking_uri=store["uri"],
+        log_to_mlflow=False,
     )
-    assert {Path(a.path).name for a in artifacts} >= {"comparison.md", "comparison.html"}
+    first = (store["out"] / "comparison.md").read_text()
+    assert (out / "comparison.md").read_text() == first
+
+
+def test_filter_string_and_no_comparable_runs(store, tmp_path):
+    out = build_report(
+        experiment="cmp",
+        filter_string="tags.method = 'hybrid' and tags.preset = 'nothing'",
+        out_dir=tmp_path / "empty",
+        tracking_uri=store["uri"],
+        log_to_mlflow=False,
+    )
+    assert "No finished, comparable benchmark run" in (out / "comparison.md").read_text()
+    assert (out / "comparison.html").is_file()
+
+
+def test_unknown_experiment_is_a_clear_error(store, tmp_path):
+    with pytest.raises(ValueError, match="no experiment 'missing'"):
+        build_report(experiment="missing", out_dir=tmp_path, tracking_uri=store["uri"])
+
+
+def test_intervals_shrink_with_more_examples_end_to_end(tmp_path):
+    """The same per-example distribution on 4x the examples gives a narrower interval."""
+    from reports.stats import bootstrap_ci
+
+    values = np.array(HALF)
+    _, low, high = bootstrap_ci(values, n_boot=300)
+    _, low_4, high_4 = bootstrap_ci(np.tile(values, 4), n_boot=300)
+    assert (high_4 - low_4) < (high - low)
+
+
+def test_readme_plot_script_copies_the_main_plot(store, tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make_readme_plot.py"
+    spec = importlib.util.spec_from_file_location("make_readme_plot", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--experiment", "cmp", "--tracking-uri", store["uri"], "--n-boot", "50"]
+    argv += ["--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    assert module.main(argv) == 0
+    assert (tmp_path / "docs" / "demo-metrics-python.png").read_bytes() == (
+        tmp_path / "out" / "metrics_python.png"
+    ).read_bytes()
