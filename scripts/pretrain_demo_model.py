@@ -120,6 +120,10 @@ def main() -> None:
         optimizer,
         lambda s: min((s + 1) / warmup, max(0.0, (args.steps - s) / (args.steps - warmup))),
     )
+
+    def encode(texts: list[str]):
+        return tokenizer(texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
+
     model.train()
     pairs: list[tuple[str, str]] = []
     losses: list[float] = []
@@ -129,20 +133,8 @@ def main() -> None:
             rng.shuffle(rows_epoch)
             pairs += make_pairs(rows_epoch, rng)
         batch, pairs = pairs[: args.batch_size], pairs[args.batch_size :]
-        inputs = tokenizer(
-            [b[0] for b in batch],
-            max_length=128,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        )
-        labels = tokenizer(
-            [b[1] for b in batch],
-            max_length=128,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        )["input_ids"]
+        inputs = encode([b[0] for b in batch])
+        labels = encode([b[1] for b in batch])["input_ids"]
         labels[labels == tokenizer.pad_token_id] = -100
         loss = model(**inputs, labels=labels).loss
         loss.backward()
