@@ -98,11 +98,15 @@ def _collect_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark.config import make_config
+    from benchmark.distributed import is_main
     from benchmark.runner import run
 
     config = make_config(args.method, args.preset, _collect_overrides(args))
-    run_id = run(config, register_as=args.register_as)
-    print(f"run {run_id} finished: open `mlflow ui` and look in experiment {config.experiment!r}")
+    run_id = run(config, register_as=args.register_as, resume=args.resume)
+    if is_main():  # launched on several processes, one line
+        print(
+            f"run {run_id} finished: open `mlflow ui` and look in experiment {config.experiment!r}"
+        )
     return 0
 
 
@@ -222,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="NAME",
         help="register each language's model in the Model Registry as NAME-<language>",
+    )
+    run.add_argument(
+        "--resume",
+        default="",
+        metavar="RUN_ID",
+        help="continue this killed run from its last checkpoint, in the same MLflow run (give "
+        "the same method, preset and settings as when it started)",
     )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)

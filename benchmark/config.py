@@ -61,6 +61,12 @@ class TrainConfig:
     length_bucketing: bool = True
     val_batch_size: int = 32
     log_every: int = 1
+    # Checkpoints under <checkpoint_dir>/<run id>/<language>/ ("" = none): every
+    # `checkpoint_every` optimizer steps (0 = epoch ends only) and at each epoch end; the last
+    # `keep_checkpoints` are kept. They change no number; `run --resume <run id>` uses them.
+    checkpoint_dir: str = "checkpoints"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
 
 
 @dataclass
@@ -245,6 +251,11 @@ def validate(config: RunConfig) -> None:
         (config.train.learning_rate > 0, "train.learning_rate must be positive"),
         (config.train.grad_accum_steps >= 1, "train.grad_accum_steps must be at least 1"),
         (config.train.max_steps >= 0, "train.max_steps must be 0 (no cap) or positive"),
+        (
+            config.train.checkpoint_every >= 0,
+            "train.checkpoint_every must be 0 (epoch ends only) or a number of steps",
+        ),
+        (config.train.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1"),
         (
             config.train.mixed_precision in ("no", "bf16", "fp16"),
             "train.mixed_precision must be one of: no, bf16, fp16",

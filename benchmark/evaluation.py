@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+from accelerate.utils import gather_object
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 import metrics as metric_registry
+from benchmark import distributed
 from benchmark.config import EvalConfig
 from benchmark.data import Example
 from metrics import MetricResult
@@ -28,9 +30,56 @@ def generate(
     batch_size: int = 32,
     desc: str = "generate",
     progress: bool = True,
+    shard: bool = False,
     **generate_kwargs,
 ) -> list[str]:
-    """Code for each prompt, in input order; prompts are batched by length to cut padding."""
+    """Code for each prompt, in input order; prompts are batched by length to cut padding.
+
+    With `shard`, when launched on several processes, each generates a contiguous share and
+    every process gets the whole list back, in order (every process must call it).
+    """
+    state = distributed.state()
+    if shard and state.num_processes > 1:
+        with state.split_between_processes(prompts, apply_padding=True) as share:
+            mine = _generate(
+                model,
+                tokenizer,
+                share,
+                max_source_length,
+                max_new_tokens,
+                num_beams,
+                batch_size,
+                desc,
+                progress and state.is_main_process,
+                **generate_kwargs,
+            )
+        return gather_object(mine)[: len(prompts)]
+    return _generate(
+        model,
+        tokenizer,
+        prompts,
+        max_source_length,
+        max_new_tokens,
+        num_beams,
+        batch_size,
+        desc,
+        progress,
+        **generate_kwargs,
+    )
+
+
+def _generate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_source_length: int,
+    max_new_tokens: int,
+    num_beams: int,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+    **generate_kwargs,
+) -> list[str]:
     model.eval()
     device = next(model.parameters()).device
     lengths = [
@@ -115,8 +164,11 @@ def evaluate(
         num_beams=config.num_beams,
         batch_size=config.batch_size,
         desc=f"{language} eval",
+        shard=True,
     )
     generation_time = time.perf_counter() - start
+    if not distributed.state().is_main_process:  # the main process scores the gathered predictions
+        return EvalResult(language, predictions, {}, {}, generation_time)
     scores, signatures, seconds = score(
         predictions, [ex.code for ex in examples], language, config.metrics
     )

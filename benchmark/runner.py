@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import tempfile
@@ -14,14 +15,17 @@ from typing import Any
 import mlflow
 import torch
 from accelerate.utils import set_seed
+from mlflow.tracking import MlflowClient
 
 import methods
-from benchmark import continual, packaging, tracking
-from benchmark.config import RunConfig
+from benchmark import continual, distributed, packaging, tracking
+from benchmark.checkpoint import Checkpointer, load_trainable
+from benchmark.config import RunConfig, UsageError
 from benchmark.data import TaskData, load_tasks
 from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
 from benchmark.models import BaseModelInfo, load_base
 from benchmark.training import encode, make_accelerator, train
+from metrics import MetricResult
 
 log = logging.getLogger("adaptbench")
 
@@ -35,15 +39,108 @@ class Adapted:
     info: BaseModelInfo
 
 
-def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
+@dataclass
+class Progress:
+    """Where a run keeps its checkpoints and marks its finished languages (for `--resume`).
+
+    `<checkpoint_dir>/<run id>/config.json` is the run's config; `<language>/step-*` are the
+    training checkpoints and `<language>/done.json` the language's scores once it is evaluated
+    and its model logged. Without a checkpoint folder nothing is kept and nothing resumes.
+    """
+
+    root: Path | None
+    resumed: bool = False
+
+    def checkpointer(self, language: str, config: RunConfig, accelerator) -> Checkpointer | None:
+        if self.root is None:
+            return None
+        return Checkpointer(
+            self.root / language,
+            config.train.checkpoint_every,
+            config.train.keep_checkpoints,
+            accelerator,
+        )
+
+    def done(self, language: str) -> dict[str, Any] | None:
+        path = self.root / language / "done.json" if self.root else None
+        return json.loads(path.read_text()) if path and path.is_file() else None
+
+    def mark_done(self, language: str, steps: int, result: EvalResult) -> None:
+        if self.root is None or not distributed.is_main():
+            return
+        scores = {name: r.corpus for name, r in result.scores.items()}
+        folder = self.root / language
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "done.json.tmp"
+        tmp.write_text(json.dumps({"steps": steps, "scores": scores}, indent=2))
+        tmp.rename(folder / "done.json")
+
+    def latest_weights(self, language: str) -> Path | None:
+        """The newest complete checkpoint of `language` (its trained weights), if any."""
+        if self.root is None:
+            return None
+        found = Checkpointer(self.root / language, 0, 1).latest()
+        return found.path if found else None
+
+
+def _progress(config: RunConfig, run_id: str, resume: bool) -> Progress:
+    """The run's checkpoint folder; on resume, checks it holds a run with the same settings."""
+    if not config.train.checkpoint_dir:
+        if resume:
+            raise UsageError(
+                "--resume needs checkpoints: the run must have been started with a "
+                "train.checkpoint_dir (the default is checkpoints/)"
+            )
+        return Progress(None)
+    root = Path(config.train.checkpoint_dir) / run_id
+    saved = root / "config.json"
+    current = {k: _jsonable(v) for k, v in config.flat().items()}
+    current["method_options"] = _jsonable(config.method_options)
+    if resume:
+        if not saved.is_file():
+            raise UsageError(
+                f"no checkpoints of run {run_id} in {root}: pass the train.checkpoint_dir the run "
+                "was started with, from the folder it was started in"
+            )
+        before = json.loads(saved.read_text())
+        changed = sorted(k for k in set(before) | set(current) if before.get(k) != current.get(k))
+        if changed:
+            detail = ", ".join(
+                f"{k} (was {before.get(k)!r}, now {current.get(k)!r})" for k in changed
+            )
+            raise UsageError(
+                f"run {run_id} was started with other settings: {detail}. Resume with the same "
+                "method, preset and overrides"
+            )
+    elif distributed.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(current, indent=2, sort_keys=True))
+    return Progress(root, resumed=resume)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: str = "") -> str:
     """Run `config` in an MLflow run and return its id.
 
     The run is the active one, or the one `mlflow run` opened (MLFLOW_RUN_ID), or a new one in
-    `config.experiment`; with `nested`, a child of the active run (the suite's runs).
+    `config.experiment`; with `nested`, a child of the active run (the suite's runs); with
+    `resume`, that (killed) run, continued from its checkpoints.
+    Launched on several processes (`accelerate launch`), only the main process talks to MLflow
+    and writes artifacts; the others train and generate their share.
     """
     method = methods.get_method(config.method, config.method_options)  # fail before any loading
+    if not distributed.is_main():
+        run_id = distributed.share(None)
+        _execute(config, method, register_as, _progress(config, run_id, bool(resume)))
+        return run_id
     active = mlflow.active_run()
-    if nested:
+    if resume:
+        MlflowClient().get_run(resume)  # a clear error when the run does not exist
+        context = mlflow.start_run(run_id=resume, log_system_metrics=True)
+    elif nested:
         context = mlflow.start_run(nested=True, log_system_metrics=True)
     elif active is not None:
         context = contextlib.nullcontext(active)
@@ -53,14 +150,13 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
         context = mlflow.start_run(log_system_metrics=True)
     start = time.perf_counter()
     with context as run:
+        run_id = distributed.share(run.info.run_id)
         try:
-            # Inside the run: a data error leaves a failed run that says what went wrong.
-            tasks = load_tasks(config.languages, config.data)
-            _log_run_header(config, method, tasks)
-            if config.protocol == "sequential":
-                _run_sequential(config, method, tasks, register_as)
-            else:
-                _run_fresh(config, method, tasks, register_as)
+            progress = _progress(config, run_id, bool(resume))
+            if resume:
+                resumes = int(run.data.tags.get("resumes", "0")) + 1
+                mlflow.set_tag("resumes", str(resumes))
+            _execute(config, method, register_as, progress)
             mlflow.log_metric("wall_time_s", time.perf_counter() - start)
         except Exception as err:
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
@@ -69,20 +165,49 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False) -> str:
         return run.info.run_id
 
 
+def _execute(
+    config: RunConfig, method: methods.Method, register_as: str, progress: Progress
+) -> None:
+    # Inside the run: a data error leaves a failed run that says what went wrong.
+    tasks = load_tasks(config.languages, config.data)
+    if distributed.is_main() and not progress.resumed:
+        _log_run_header(config, method, tasks)
+    if config.protocol == "sequential":
+        _run_sequential(config, method, tasks, register_as, progress)
+    else:
+        _run_fresh(config, method, tasks, register_as, progress)
+
+
 def _run_fresh(
-    config: RunConfig, method: methods.Method, tasks: dict[str, TaskData], register_as: str
+    config: RunConfig,
+    method: methods.Method,
+    tasks: dict[str, TaskData],
+    register_as: str,
+    progress: Progress,
 ) -> None:
     """A new base model per language (the research notes' protocol: no continual learning)."""
     steps_done = 0  # the run-wide `train/loss` curve continues across languages
     for language in config.languages:
+        done = progress.done(language)
+        if done is not None:  # resumed: this language was finished before the interruption
+            steps_done += done["steps"]
+            continue
         adapted = _adapt(config, method)
-        steps_done += _train_task(config, adapted, tasks[language], steps_done)
-        _evaluate_task(config, adapted, tasks[language], f"{language}/", f"eval/{language}")
+        steps = _train_task(config, adapted, tasks[language], steps_done, progress)
+        result = _evaluate_task(
+            config, adapted, tasks[language], f"{language}/", f"eval/{language}"
+        )
         _log_model(config, method, adapted, tasks[language], register_as)
+        progress.mark_done(language, steps, result)
+        steps_done += steps
 
 
 def _run_sequential(
-    config: RunConfig, method: methods.Method, tasks: dict[str, TaskData], register_as: str
+    config: RunConfig,
+    method: methods.Method,
+    tasks: dict[str, TaskData],
+    register_as: str,
+    progress: Progress,
 ) -> None:
     """One adapted model trained on each language in turn; forgetting measured at the end.
 
@@ -93,20 +218,50 @@ def _run_sequential(
     adapted = _adapt(config, method)
     steps_done = 0
     after_own: dict[str, EvalResult] = {}
+    last_done = ""
     for language in config.languages:
-        steps_done += _train_task(config, adapted, tasks[language], steps_done)
+        done = progress.done(language)
+        if done is not None:  # resumed: finished before the interruption
+            steps_done += done["steps"]
+            after_own[language] = _recorded(language, done["scores"])
+            last_done = language
+            continue
+        if last_done:  # continue from the weights the finished languages left
+            _load_weights(adapted, progress, last_done)
+            last_done = ""
+        steps = _train_task(config, adapted, tasks[language], steps_done, progress)
+        steps_done += steps
         after_own[language] = _evaluate_task(
             config, adapted, tasks[language], f"{language}/", f"eval/{language}"
         )
         _log_model(config, method, adapted, tasks[language], register_as)
+        progress.mark_done(language, steps, after_own[language])
+    if last_done:  # every language was finished: the final model is the last one's
+        _load_weights(adapted, progress, last_done)
     final = {config.languages[-1]: after_own[config.languages[-1]]}
     for language in config.languages[:-1]:
         final[language] = _evaluate_task(
             config, adapted, tasks[language], f"final/{language}/", f"eval/final_{language}"
         )
-    values = continual.forgetting(after_own, final, config.languages)
-    values.update(continual.forward_transfer(after_own, config))
-    mlflow.log_metrics(values)
+    if distributed.is_main():
+        values = continual.forgetting(after_own, final, config.languages)
+        values.update(continual.forward_transfer(after_own, config))
+        mlflow.log_metrics(values)
+
+
+def _recorded(language: str, scores: dict[str, float]) -> EvalResult:
+    """A finished language's scores, as `done.json` kept them (no per-example values)."""
+    return EvalResult(language, [], {k: MetricResult(v, []) for k, v in scores.items()}, {}, 0.0)
+
+
+def _load_weights(adapted: Adapted, progress: Progress, language: str) -> None:
+    path = progress.latest_weights(language)
+    if path is None:
+        raise RuntimeError(
+            f"{language} is marked finished but has no complete checkpoint to continue from"
+        )
+    load_trainable(adapted.model, path)
+    log.info("continuing from %s's trained weights in %s", language, path)
 
 
 def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
@@ -115,19 +270,22 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
     base, tokenizer, info = load_base(config.model)
     model = method.apply(base)
     trainable, total = methods.count_parameters(model)
-    tracking.log_params(
-        {
-            "model.source": info.source,
-            "model.resolved_revision": info.revision,
-            "trainable_params": trainable,
-            "total_params": total,
-            "trainable_share": round(trainable / total, 6),
-        }
-    )
+    if distributed.is_main():
+        tracking.log_params(
+            {
+                "model.source": info.source,
+                "model.resolved_revision": info.revision,
+                "trainable_params": trainable,
+                "total_params": total,
+                "trainable_share": round(trainable / total, 6),
+            }
+        )
     return Adapted(model, tokenizer, info)
 
 
-def _train_task(config: RunConfig, adapted: Adapted, task: TaskData, step_offset: int) -> int:
+def _train_task(
+    config: RunConfig, adapted: Adapted, task: TaskData, step_offset: int, progress: Progress
+) -> int:
     """Train on one language; logs the curves and costs under `<lang>/`; returns the steps."""
     lang, data, tokenizer = task.language, config.data, adapted.tokenizer
     set_seed(config.train.seed)
@@ -135,33 +293,63 @@ def _train_task(config: RunConfig, adapted: Adapted, task: TaskData, step_offset
     val_features = encode(
         task.validation, tokenizer, data.max_source_length, data.max_target_length
     )
-    buffer = tracking.MetricBuffer()
+    main = distributed.is_main()
+    skip = {}
+    if main and progress.resumed:
+        keys = ["train/loss"] + [
+            f"{lang}/{k}"
+            for k in ("train/loss", "train/grad_norm", "train/lr", "train/skipped_steps")
+        ]
+        skip = tracking.logged_through(
+            mlflow.active_run().info.run_id, keys + [f"{lang}/val/loss", f"{lang}/epoch"]
+        )
+        # the run-wide curve's steps are offset by the languages before
+    buffer = tracking.MetricBuffer(skip_through=skip)
 
     def log_step(values: dict[str, float], step: int) -> None:
+        if not main:
+            return
         buffer.log(values, step, prefix=f"{lang}/")
         if "train/loss" in values:  # the run-wide curve, for the UI's default chart
             buffer.log({"train/loss": values["train/loss"]}, step_offset + step)
 
+    accelerator = make_accelerator(config.train)
     result = train(
         adapted.model,
         train_features,
         val_features,
         tokenizer.pad_token_id,
         config.train,
-        make_accelerator(config.train),
+        accelerator,
         log=log_step,
         desc=f"{lang} train",
+        checkpointer=progress.checkpointer(lang, config, accelerator),
+        on_checkpoint=buffer.flush if main else None,
     )
-    buffer.flush()
-    tracking.log_params({"train.memory_kind": result.memory_kind})
-    mlflow.log_metrics({f"{lang}/{k}": v for k, v in result.as_metrics().items()})
+    if main:
+        buffer.flush()
+        world = accelerator.num_processes
+        per_process = config.train.batch_size / world
+        tracking.log_params(
+            {
+                "train.memory_kind": result.memory_kind,
+                "train.num_processes": world,
+                "train.per_process_batch_size": (
+                    int(per_process) if per_process.is_integer() else round(per_process, 2)
+                ),
+                "train.global_batch_size": config.train.batch_size * config.train.grad_accum_steps,
+            }
+        )
+        mlflow.log_metrics({f"{lang}/{k}": v for k, v in result.as_metrics().items()})
     return result.steps
 
 
 def _evaluate_task(
     config: RunConfig, adapted: Adapted, task: TaskData, prefix: str, table: str
 ) -> EvalResult:
-    """Generate and score the language's evaluation examples; log under `prefix`."""
+    """Generate and score the language's evaluation examples; log under `prefix`.
+
+    Every process generates its share; the main process scores and logs."""
     result = evaluate(
         adapted.model,
         adapted.tokenizer,
@@ -170,13 +358,15 @@ def _evaluate_task(
         config.eval,
         config.data.max_source_length,
     )
+    if config.eval.humaneval and task.language == "python" and not prefix.startswith("final/"):
+        _humaneval(config, adapted, prefix)  # every process generates its share
+    if not distributed.is_main():
+        return result
     tracking.log_table(examples_table(task.evaluation, result), f"{table}_examples.json")
     tracking.log_params(
         {f"metric.{name}.signature": sig for name, sig in result.signatures.items()}
     )
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.as_metrics().items()})
-    if config.eval.humaneval and task.language == "python" and not prefix.startswith("final/"):
-        _humaneval(config, adapted, prefix)
     log.info("%s%s", prefix, {k: round(v, 4) for k, v in result.as_metrics().items()})
     return result
 
@@ -197,6 +387,7 @@ def _humaneval(config: RunConfig, adapted: Adapted, prefix: str) -> None:
             max_new_tokens=config.eval.max_new_tokens,
             batch_size=config.eval.batch_size,
             desc="humaneval",
+            shard=True,
             do_sample=n > 1,
             temperature=temperature,
             top_p=0.95,
@@ -206,6 +397,8 @@ def _humaneval(config: RunConfig, adapted: Adapted, prefix: str) -> None:
     results = evaluate_humaneval(
         generate_samples, num_samples=samples, ks=(1, 10), limit=config.eval.humaneval_limit or None
     )
+    if not distributed.is_main():
+        return
     tracking.log_params({"metric.humaneval.signature": signature(samples, "function", 5.0)})
     mlflow.log_metrics({f"{prefix}humaneval/{k}": v for k, v in results.items()})
 
@@ -215,6 +408,8 @@ def _log_model(
 ) -> str:
     """Log the model as trained so far as the pyfunc model `<lang>_model`; its URI."""
     lang = task.language
+    if not distributed.is_main():
+        return ""
     with tempfile.TemporaryDirectory() as tmp:
         bundle = packaging.write_bundle(
             adapted.model,

@@ -88,17 +88,36 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[start : start + 90]))
 
 
-class MetricBuffer:
-    """Collects step metrics and sends them in batches (one request per `flush_every`)."""
+def logged_through(run_id: str, keys: list[str]) -> dict[str, int]:
+    """The last step each metric already has in the run (a resumed run skips those steps)."""
+    client = MlflowClient()
+    out = {}
+    for key in keys:
+        history = client.get_metric_history(run_id, key)
+        if history:
+            out[key] = max(m.step for m in history)
+    return out
 
-    def __init__(self, flush_every: int = 200) -> None:
+
+class MetricBuffer:
+    """Collects step metrics and sends them in batches (one request per `flush_every`).
+
+    `skip_through` maps a metric to the last step the run already holds: a resumed training
+    does not log those steps twice.
+    """
+
+    def __init__(self, flush_every: int = 200, skip_through: dict[str, int] | None = None) -> None:
         self.flush_every = flush_every
         self.pending: list[Metric] = []
+        self.skip_through = skip_through or {}
 
     def log(self, values: dict[str, float], step: int, prefix: str = "") -> None:
         now = int(time.time() * 1000)
         for key, value in values.items():
-            self.pending.append(Metric(f"{prefix}{key}", float(value), now, step))
+            name = f"{prefix}{key}"
+            if step <= self.skip_through.get(name, -1):
+                continue
+            self.pending.append(Metric(name, float(value), now, step))
         if len(self.pending) >= self.flush_every:
             self.flush()
 

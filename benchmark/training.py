@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import random
 import resource
@@ -12,12 +14,15 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from benchmark import distributed
+from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
 from benchmark.data import Example
+
+logger = logging.getLogger("adaptbench")
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -120,6 +125,8 @@ class TrainResult:
     val_losses: list[float] = field(default_factory=list)
     peak_memory_mb: float = 0.0
     memory_kind: str = "cpu_peak_rss"
+    checkpoints: int = 0  # checkpoints written by this process's training
+    resumed_from_step: int = 0  # 0: not resumed
 
     @property
     def tokens_per_s(self) -> float:
@@ -140,16 +147,30 @@ class TrainResult:
             "final_train_loss": self.final_loss,
             "peak_memory_mb": self.peak_memory_mb,
         }
+        if self.resumed_from_step:
+            out["resumed_from_step"] = self.resumed_from_step
         if self.val_losses:
             out["final_val_loss"] = self.val_losses[-1]
         return out
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    return Accelerator(
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.grad_accum_steps,
-    )
+    """Mixed precision from the config; gradient accumulation is done by `train` itself (the
+    last window of an epoch may be shorter), so accelerate's is left at 1."""
+    distributed.state()  # CPU processes when there is no GPU
+    return Accelerator(mixed_precision=config.mixed_precision)
+
+
+def shard(batch: list[int], rank: int, num_processes: int) -> list[int]:
+    """This process's contiguous part of a global batch: sizes differ by at most one. A batch
+    smaller than the number of processes is repeated so that every process gets an example."""
+    if num_processes == 1:
+        return batch
+    while len(batch) < num_processes:
+        batch = batch + batch
+    size, extra = divmod(len(batch), num_processes)
+    start = rank * size + min(rank, extra)
+    return batch[start : start + size + (rank < extra)]
 
 
 def _peak_memory_mb(accelerator: Accelerator) -> tuple[float, str]:
@@ -167,11 +188,12 @@ def validation_loss(
     batch_size: int,
     accelerator: Accelerator,
 ) -> float:
-    """Token-weighted mean loss over `features` (eval mode)."""
+    """Token-weighted mean loss over `features` (eval mode), each process taking a share."""
     was_training = model.training
     model.eval()
-    total = count = 0.0
+    totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens
     order = sorted(range(len(features)), key=lambda i: features[i].num_tokens)
+    order = order[accelerator.process_index :: accelerator.num_processes]
     for start in range(0, len(order), batch_size):
         batch = collate([features[i] for i in order[start : start + batch_size]], pad_id)
         batch.pop("num_tokens")
@@ -179,8 +201,9 @@ def validation_loss(
         with accelerator.autocast():
             loss = model(**batch).loss
         n = (batch["labels"] != -100).sum()
-        total += float(loss * n)
-        count += float(n)
+        totals += torch.stack([loss.double() * n, n.double()])
+    totals = accelerator.reduce(totals, "sum") if accelerator.num_processes > 1 else totals
+    total, count = totals.tolist()
     model.train(was_training)
     return total / count if count else float("nan")
 
@@ -194,69 +217,138 @@ def train(
     accelerator: Accelerator,
     log: LogFn | None = None,
     desc: str = "train",
+    checkpointer: Checkpointer | None = None,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> TrainResult:
-    """Train the parameters of `model` that require grad; returns counts, timings and losses."""
+    """Train the parameters of `model` that require grad; returns counts, timings and losses.
+
+    Data parallel over accelerate's processes: each global batch of `config.batch_size`
+    examples is split between the processes, and each process's loss is weighted by its share
+    of the batch's target tokens, so the gradient is the one of the whole batch's token-mean loss,
+    whatever the number of processes. `grad_accum_steps` batches make one optimizer step.
+    With a `checkpointer`, training resumes from its latest checkpoint when there is one, saves
+    every `checkpoint_every` steps and at each epoch end, then calls `on_checkpoint` (to make
+    the metrics logged so far durable: a resumed run does not log a step twice, nor lose one).
+    """
     log = log or (lambda metrics, step: None)
+    rank, world = accelerator.process_index, accelerator.num_processes
     sampler = BucketBatchSampler(
         [f.num_tokens for f in train_features],
         config.batch_size,
         config.seed,
         bucket=config.length_bucketing,
     )
-    loader = DataLoader(
-        train_features, batch_sampler=sampler, collate_fn=lambda fs: collate(fs, pad_id)
-    )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: the method froze everything")
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(sampler) / config.grad_accum_steps)
+    accum = config.grad_accum_steps
+    steps_per_epoch = math.ceil(len(sampler) / accum)
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     scheduler = get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # The scheduler stays unprepared: accelerate would step it once per process, but
+    # `total_steps` counts global optimizer steps, the same whatever the number of processes.
+    model, optimizer = accelerator.prepare(model, optimizer)
 
     result = TrainResult()
+    start_epoch = start_batch = 0
+    resumed = checkpointer.latest() if checkpointer else None
+    if resumed is not None:
+        checkpointer.restore(resumed, model, optimizer, scheduler)
+        state = resumed.state
+        start_epoch, start_batch = state["epoch"], state["batch"]
+        result.steps = state["step"]
+        for name in ("skipped_steps", "examples_seen", "tokens_seen", "train_time_s"):
+            setattr(result, name, state[name])
+        result.final_loss = float(state["final_loss"])
+        result.val_losses = list(state["val_losses"])
+        result.resumed_from_step = result.steps
+        logger.info("resumed from %s (step %d)", resumed.path, result.steps)
+
+    def save_checkpoint(epoch: int, batch: int) -> None:
+        saved = time.perf_counter()
+        state = {
+            "epoch": epoch,
+            "batch": batch,
+            "step": result.steps,
+            "skipped_steps": result.skipped_steps,
+            "examples_seen": result.examples_seen,
+            "tokens_seen": result.tokens_seen,
+            "train_time_s": result.train_time_s + time.perf_counter() - start - pause[0],
+            "final_loss": result.final_loss,
+            "val_losses": result.val_losses,
+        }
+        checkpointer.save(model, optimizer, scheduler, state)
+        result.checkpoints += 1
+        if on_checkpoint:
+            on_checkpoint()
+        pause[0] += time.perf_counter() - saved
+
     consecutive_skips = 0
-    bar = tqdm(total=total_steps, desc=desc, disable=not accelerator.is_main_process, unit="step")
+    bar = tqdm(
+        total=total_steps,
+        initial=result.steps,
+        desc=desc,
+        disable=not accelerator.is_main_process,
+        unit="step",
+    )
     start = time.perf_counter()
-    val_time = 0.0  # validation is timed apart: train_time_s is training alone
+    pause = [0.0]  # validation and checkpoints are timed apart: train_time_s is training alone
     model.train()
-    for epoch in range(config.epochs):
+    done = bool(config.max_steps and result.steps >= config.max_steps)
+    for epoch in range(start_epoch, config.epochs):
+        if done:
+            break
         sampler.set_epoch(epoch)
+        batches = list(sampler)
+        first = start_batch if epoch == start_epoch else 0
         window_loss = torch.zeros((), device=accelerator.device)
-        window_batches = 0
-        for batch in loader:
-            num_tokens = batch.pop("num_tokens")
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
+        for index in range(first, len(batches)):
+            global_batch = batches[index]
+            window_start = index - index % accum
+            window_size = min(accum, len(batches) - window_start)
+            sync = index == window_start + window_size - 1
+            part = [train_features[i] for i in shard(global_batch, rank, world)]
+            batch = collate(part, pad_id)
+            batch.pop("num_tokens")
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            # This process's share of the batch's target tokens: the weights of the shares' mean
+            # losses that make the whole batch's token-mean loss (1 with one process).
+            share = sum(len(f.labels) for f in part) / sum(
+                len(train_features[i].labels) for i in global_batch
+            )
+            context = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
+            with context:
+                loss = model(**batch).loss * share
                 # A non-finite loss makes non-finite gradients: the check at the optimizer step
-                # below catches both with one host sync per step.
-                accelerator.backward(loss)
-                window_loss += loss.detach().float()
-                window_batches += 1
-                result.tokens_seen += num_tokens
-                result.examples_seen += batch["input_ids"].shape[0]
-                if not accelerator.sync_gradients:
-                    continue
-                grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-                step_loss, norm = torch.stack(
-                    [window_loss / window_batches, grad_norm.float()]
-                ).tolist()
-                if math.isfinite(step_loss) and math.isfinite(norm):
-                    optimizer.step()
+                # below catches both with one host sync per step. DDP averages gradients over
+                # the processes, hence the factor `world`.
+                accelerator.backward(loss * (world / window_size))
+            window_loss += loss.detach().float() / window_size
+            result.tokens_seen += sum(train_features[i].num_tokens for i in global_batch)
+            result.examples_seen += len(global_batch)
+            if not sync:
+                continue
+            grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            values = torch.stack([window_loss, grad_norm.float().to(window_loss.device) / world])
+            if world > 1:
+                values = accelerator.reduce(values, "sum")  # every process takes the same step
+            step_loss, norm = values.tolist()
+            if math.isfinite(step_loss) and math.isfinite(norm):
+                optimizer.step()
+                if not optimizer.step_was_skipped:  # fp16 loss scaling skips overflowed steps
                     scheduler.step()
-                    consecutive_skips = 0
-                else:
-                    result.skipped_steps += 1
-                    consecutive_skips += 1
-                optimizer.zero_grad(set_to_none=True)
+                consecutive_skips = 0
+            else:
+                result.skipped_steps += 1
+                consecutive_skips += 1
+            optimizer.zero_grad(set_to_none=True)
             result.steps += 1
             window_loss.zero_()
-            window_batches = 0
             if math.isfinite(step_loss):
                 result.final_loss = step_loss
             if result.steps % config.log_every == 0 or not math.isfinite(step_loss):
@@ -279,22 +371,25 @@ def train(
                     "train.learning_rate, use mixed_precision=no or bf16 instead of fp16, or raise "
                     "train.max_consecutive_skips"
                 )
-            if config.max_steps and result.steps >= config.max_steps:
+            done = bool(config.max_steps and result.steps >= config.max_steps)
+            if done:
                 break
+            if checkpointer and checkpointer.due(result.steps) and index + 1 < len(batches):
+                save_checkpoint(epoch, index + 1)
         if val_features:
             val_start = time.perf_counter()
             val_loss = validation_loss(
                 model, val_features, pad_id, config.val_batch_size, accelerator
             )
-            val_time += time.perf_counter() - val_start
+            pause[0] += time.perf_counter() - val_start
             result.val_losses.append(val_loss)
             log({"val/loss": val_loss, "epoch": epoch + 1}, result.steps)
-        if config.max_steps and result.steps >= config.max_steps:
-            break
+        if checkpointer:  # each epoch's end, and the end of training
+            save_checkpoint(epoch + 1, 0)
     bar.close()
     if accelerator.device.type == "cuda":
         torch.cuda.synchronize(accelerator.device)
-    result.train_time_s = time.perf_counter() - start - val_time
+    result.train_time_s += time.perf_counter() - start - pause[0]
     result.peak_memory_mb, result.memory_kind = _peak_memory_mb(accelerator)
     model.eval()
     return result

@@ -1,0 +1,105 @@
+"""A run killed with SIGKILL mid-epoch resumes from its checkpoint, in the same MLflow run, and
+ends with the predictions and metrics of a run that was never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+# 256 examples in batches of 8: 32 steps, one epoch; a checkpoint every 4 steps.
+SETTINGS = [
+    "--method", "lora", "--preset", "demo", "--languages", "python,javascript",
+    "--train-size", "256", "--epochs", "1", "--eval-size", "8",
+    "--set", "train.batch_size=8", "--set", "train.checkpoint_every=4",
+    "--set", "data.val_size=8", "--set", "eval.max_new_tokens=16",
+]  # fmt: skip
+
+
+def command(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "benchmark", "run", *SETTINGS, *extra]
+
+
+def run_cli(cwd: Path, env: dict, *extra: str) -> str:
+    done = subprocess.run(command(*extra), cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def predictions(client: MlflowClient, run_id: str, language: str, tmp: Path) -> list[str]:
+    path = client.download_artifacts(run_id, f"eval/{language}_examples.json", str(tmp))
+    table = json.loads(Path(path).read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])["prediction"].tolist()
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=uri,
+        PYTHONPATH=str(REPO),
+        OMP_NUM_THREADS="2",  # the same thread count in every process: the same sums
+    )
+    # The run to be killed: SIGKILL once the second language (javascript) has a mid-epoch
+    # checkpoint, so that python is finished and javascript half trained.
+    proc = subprocess.Popen(
+        command(), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    checkpoints = tmp_path / "checkpoints"
+    deadline = time.monotonic() + 600
+    try:
+        while not list(checkpoints.glob("*/javascript/step-00000008")):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no javascript checkpoint in 600 s"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    (run_folder,) = checkpoints.iterdir()
+    run_id = run_folder.name
+    assert (run_folder / "python" / "done.json").is_file()
+    assert not (run_folder / "javascript" / "done.json").exists()
+    latest = max((run_folder / "javascript").glob("step-*"))
+    state = json.loads((latest / "state.json").read_text())
+    assert state["epoch"] == 0 and 0 < state["batch"] < 32  # killed mid-epoch
+
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"  # nobody ended it
+    out = run_cli(tmp_path, env, "--resume", run_id)
+    assert run_id in out
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["resumes"] == "1"
+    assert resumed.data.metrics["javascript/resumed_from_step"] >= 8
+
+    (tmp_path / "ref").mkdir()
+    reference_id = run_cli(tmp_path / "ref", env).split()[1]  # "run <id> finished: ..."
+    reference = client.get_run(reference_id)
+    for language in ("python", "javascript"):
+        assert predictions(client, run_id, language, tmp_path / "a") == predictions(
+            client, reference_id, language, tmp_path / "b"
+        )
+        for name in ("bleu", "codebleu", "pass_rate", "edit_similarity", "final_train_loss"):
+            key = f"{language}/{name}"
+            assert resumed.data.metrics[key] == reference.data.metrics[key], key
+        # Every step of the curve is logged once, with the uninterrupted run's values.
+        history = client.get_metric_history(run_id, f"{language}/train/loss")
+        expected = client.get_metric_history(reference_id, f"{language}/train/loss")
+        assert sorted(m.step for m in history) == list(range(1, 33))
+        assert {m.step: m.value for m in history} == {m.step: m.value for m in expected}
+    # The resume continued the killed run: no third run was made.
+    experiment = client.get_experiment_by_name("adaptbench")
+    assert len(client.search_runs([experiment.experiment_id])) == 2
