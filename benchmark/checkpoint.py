@@ -113,7 +113,10 @@ class Checkpointer:
         torch.save(rng_state(), tmp / f"rng-{acc.process_index}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_file(trainable_state(acc.unwrap_model(model)), tmp / "trainable.safetensors")
+            save_file(
+                trainable_state(acc.unwrap_model(model, keep_torch_compile=False)),
+                tmp / "trainable.safetensors",
+            )
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
             (tmp / "state.json").write_text(
@@ -180,7 +183,9 @@ class Checkpointer:
                 f"checkpoint {checkpoint.path} was written by {saved} process(es), this run has "
                 f"{self.accelerator.num_processes}: resume with --num_processes {saved}"
             )
-        load_trainable(self.accelerator.unwrap_model(model), checkpoint.path)
+        load_trainable(
+            self.accelerator.unwrap_model(model, keep_torch_compile=False), checkpoint.path
+        )
         optimizer.load_state_dict(torch.load(checkpoint.path / "optimizer.pt", weights_only=False))
         scheduler.load_state_dict(torch.load(checkpoint.path / "scheduler.pt", weights_only=False))
         rank = self.accelerator.process_index

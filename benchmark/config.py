@@ -56,6 +56,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     seed: int = 42
     mixed_precision: str = "no"  # no | bf16 | fp16
+    compile: bool = False  # torch.compile the training forward and backward (dynamic shapes)
     max_steps: int = 0  # 0 = no cap; a cap shortens a smoke run
     max_consecutive_skips: int = 20
     length_bucketing: bool = True

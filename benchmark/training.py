@@ -252,6 +252,10 @@ def train(
     )
     # The scheduler stays unprepared: accelerate would step it once per process, but
     # `total_steps` counts global optimizer steps, the same whatever the number of processes.
+    if config.compile:
+        # Dynamic shapes: bucketed batches vary in length, and a recompile per length would
+        # cost more than it saves. Generation later uses the uncompiled module.
+        model = torch.compile(model, dynamic=True)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     result = TrainResult()

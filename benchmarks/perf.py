@@ -95,11 +95,21 @@ def step_flops(model, feats, n_steps: int, batch: int) -> float:
     )
 
 
-def bench_loop(method_name: str, feats, steps: int, device: torch.device) -> dict:
+def bench_loop(
+    method_name: str, feats, steps: int, device: torch.device, warmup: int = 2, **options
+) -> dict:
+    """The loop's figures; `options` are TrainConfig settings (compile, mixed_precision)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # the precision is fixed per process state: a variant resets it
     model = methods.get_method(method_name).apply(base_model(device))
-    config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-4, max_steps=steps, seed=42)
-    warm = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-4, max_steps=2, seed=1)
-    train(model, feats, [], 0, warm, make_accelerator(warm))  # warm-up: allocator, kernels
+    common = dict(epochs=1, batch_size=8, learning_rate=1e-4, **options)
+    config = TrainConfig(max_steps=steps, seed=42, **common)
+    warm = TrainConfig(max_steps=warmup, seed=1, **common)
+    # Warm-up: allocator, kernels, and for `compile` the compilation (timed apart).
+    started = time.perf_counter()
+    train(model, feats, [], 0, warm, make_accelerator(warm))
+    warmup_s = time.perf_counter() - started
     losses: list[float] = []
     result = train(
         model,
@@ -116,6 +126,7 @@ def bench_loop(method_name: str, feats, steps: int, device: torch.device) -> dic
         "seconds": result.train_time_s,
         "mean_loss": sum(losses) / len(losses),
         "flops": step_flops(model, feats, steps, 8),
+        "warmup_s": warmup_s,
     }
 
 
@@ -201,6 +212,12 @@ def main() -> None:
         default="",
         help="comma-separated parts to skip: trainer,methods,generation,metrics,memory",
     )
+    parser.add_argument(
+        "--variants",
+        default="",
+        help="also time the LoRA loop with these options, comma-separated: compile (torch.compile, "
+        "compilation timed apart), bf16 (autocast)",
+    )
     parser.add_argument("--json", default="perf.json", help="where to write the figures")
     parser.add_argument("--peak-rss-of", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -240,6 +257,21 @@ def main() -> None:
         f"{loop['gflops']:.1f} GFLOP/s = {100 * loop['share_of_peak']:.0f} % of peak, "
         f"mean loss {loop['mean_loss']:.3f}"
     )
+    variants = {"compile": {"compile": True}, "bf16": {"mixed_precision": "bf16"}}
+    for name in [v for v in args.variants.split(",") if v]:
+        if name not in variants:
+            parser.error(f"unknown variant {name!r}: choose from {', '.join(variants)}")
+        result = bench_loop("lora", feats, args.steps, device, warmup=4, **variants[name])
+        result["gflops"] = result["flops"] / result["seconds"] / 1e9
+        result["share_of_peak"] = result["gflops"] / report["matmul_peak_gflops"]
+        result["vs_plain_loop"] = result["samples_per_s"] / loop["samples_per_s"]
+        report[f"loop_lora_{name}"] = result
+        print(
+            f"loop lora + {name}: {result['samples_per_s']:.2f} samples/s "
+            f"({result['vs_plain_loop']:.2f}x the plain loop), "
+            f"{100 * result['share_of_peak']:.0f} % of peak, mean loss {result['mean_loss']:.3f}, "
+            f"warm-up {result['warmup_s']:.0f} s"
+        )
     if "trainer" not in skip:
         trainer = bench_trainer(feats, args.steps, tokenizer, device)
         report["trainer_lora"] = trainer
