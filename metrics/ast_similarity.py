@@ -12,7 +12,7 @@ from rapidfuzz.distance import Indel
 from metrics import Metric, MetricResult, register
 from metrics._parsers import top_nodes
 from metrics._text import strip_fences
-from metrics.pass_rate import is_valid
+from metrics.pass_rate import parses
 
 # Implied by a node's place (a Name being read or assigned), so they only add noise.
 _PY_SKIPPED = (ast.expr_context,)
@@ -49,7 +49,7 @@ def tree_sitter_node_types(code: str, language: str) -> list[str]:
 
 
 def pair_similarity(prediction: str, reference: str, language: str) -> float:
-    if not is_valid(prediction, language):
+    if not parses(prediction, language):
         return 0.0
     prediction, reference = strip_fences(prediction), strip_fences(reference)
     if language == "python":
@@ -73,7 +73,7 @@ class AstSimilarity(Metric):
     Python: `ast` node class names (without Load/Store/Del contexts); a reference `ast` cannot
     parse (Python 2) falls back to tree-sitter node types on both sides. JavaScript:
     tree-sitter-javascript named node types, comments left out, class methods parsed inside a
-    class. A prediction that is not valid code (as pass_rate decides) scores 0. Identifiers
+    class. A prediction that does not parse (as pass_rate parses it) scores 0. Identifiers
     and literal values are not node types, so renaming variables keeps 1.0. Tree edit
     distance would be exact but is about 100x slower (0.25 s a pair).
     """

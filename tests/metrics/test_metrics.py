@@ -91,6 +91,21 @@ def test_pass_rate_knows_invalid_code():
     assert js.per_example == [0.0, 1.0, 0.0]
 
 
+def test_pass_rate_wants_a_function_not_just_any_valid_code():
+    # What an undertrained model writes: valid Python expressions and JavaScript statements.
+    py = ["defdefdef__(self, x)", "x = 1", "@cache\ndef f(x):\n    return x", "async def g(): pass"]
+    assert score("pass_rate", py, [""] * 4, "python").per_example == [0.0, 0.0, 1.0, 1.0]
+    js = [
+        "let x = 1;",
+        "foo(bar);",
+        "Foo.prototype.size = function () {\n  return this.n;\n};",
+        "const add = (a, b) => a + b;",
+    ]
+    assert score("pass_rate", js, [""] * 4, "javascript").per_example == [0.0, 0.0, 1.0, 1.0]
+    # ast_similarity still compares any code that parses.
+    assert score("ast_similarity", ["x = 1"], ["x = 2"]).corpus == pytest.approx(1.0)
+
+
 def test_unparsable_prediction_scores_zero_on_ast_similarity():
     assert score("ast_similarity", ["def f(:"], [PY]).per_example == [0.0]
 
