@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -158,6 +159,8 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
                 mlflow.set_tag("resumes", str(resumes))
             _execute(config, method, register_as, progress)
             mlflow.log_metric("wall_time_s", time.perf_counter() - start)
+            if progress.root is not None:  # finished: nothing left to resume
+                shutil.rmtree(progress.root, ignore_errors=True)
         except Exception as err:
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
             err.mlflow_run_id = run.info.run_id  # the suite records which run failed
@@ -324,7 +327,7 @@ def _train_task(
         log=log_step,
         desc=f"{lang} train",
         checkpointer=progress.checkpointer(lang, config, accelerator),
-        on_checkpoint=buffer.flush if main else None,
+        before_checkpoint=buffer.flush if main else None,
     )
     if main:
         buffer.flush()

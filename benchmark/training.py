@@ -218,7 +218,7 @@ def train(
     log: LogFn | None = None,
     desc: str = "train",
     checkpointer: Checkpointer | None = None,
-    on_checkpoint: Callable[[], None] | None = None,
+    before_checkpoint: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train the parameters of `model` that require grad; returns counts, timings and losses.
 
@@ -227,8 +227,9 @@ def train(
     of the batch's target tokens, so the gradient is the one of the whole batch's token-mean loss,
     whatever the number of processes. `grad_accum_steps` batches make one optimizer step.
     With a `checkpointer`, training resumes from its latest checkpoint when there is one, saves
-    every `checkpoint_every` steps and at each epoch end, then calls `on_checkpoint` (to make
-    the metrics logged so far durable: a resumed run does not log a step twice, nor lose one).
+    every `checkpoint_every` steps and at each epoch end, calling `before_checkpoint` first
+    (to make the metrics logged so far durable: a resumed run neither loses a step nor, with
+    the runner's skip list, logs one twice).
     """
     log = log or (lambda metrics, step: None)
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -286,10 +287,10 @@ def train(
             "final_loss": result.final_loss,
             "val_losses": result.val_losses,
         }
+        if before_checkpoint:  # the metrics up to here are durable before the checkpoint is
+            before_checkpoint()
         checkpointer.save(model, optimizer, scheduler, state)
         result.checkpoints += 1
-        if on_checkpoint:
-            on_checkpoint()
         pause[0] += time.perf_counter() - saved
 
     consecutive_skips = 0

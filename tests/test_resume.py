@@ -82,6 +82,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     assert run_id in out
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
+    assert not run_folder.exists()  # a finished run keeps no checkpoints
     assert resumed.data.tags["resumes"] == "1"
     assert resumed.data.metrics["javascript/resumed_from_step"] >= 8
 
