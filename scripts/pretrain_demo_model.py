@@ -2,13 +2,13 @@
 
 Data: the bundled sample's train split plus the Python standard library's functions from files
 in the sample's *train* partition (files are split by a hash of their path, so no validation or
-test function, nor any other function of their files, is seen). Objectives, mixed:
-- code continuation: the first part of a function (docstring removed) -> the rest;
+test function, nor any other function of their files, is seen). Objectives, a third each:
+- code continuation: the first lines of a function (docstring removed) -> the rest;
 - code summarisation: a function (docstring removed) -> its docstring's first paragraph;
-- generation: docstring -> function, only for functions *outside* the demo's training split,
-  as a code model pretrained on other NL-code pairs would have done (codet5's bimodal objective).
-The demo's own training pairs are never seen in the demo's direction: what the methods add on
-top of the base is measured on examples the base never learned to answer.
+- function reconstruction (denoising, as BART): the function with about half of its lines
+  deleted (the signature among them half of the time) -> the whole function.
+The base never sees the demo's task, docstring -> function: it reads and writes code and writes
+English, and what a method adds is learning the task, as adapting codet5 to a new task does.
 The same command and seed give the same weights (one thread, deterministic kernels).
 """
 
@@ -74,17 +74,18 @@ def corpus(include_stdlib: bool) -> list[dict]:
 
 
 def make_pairs(rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
-    """One training pair per function: continuation, summarisation or (only for functions
-    outside the demo's training split) generation from the docstring."""
+    """One training pair per function: continuation, summarisation or reconstruction."""
     pairs = []
     for row in rows:
         lines = row["code"].splitlines(keepends=True)
         draw = rng.random()
-        if not row["demo_train"] and draw < 1 / 3:
-            pairs.append((row["summary"], row["code"]))
-        elif draw < 2 / 3 and len(lines) >= 3:
+        if draw < 1 / 3 and len(lines) >= 3:
             cut = rng.randint(1, max(1, len(lines) // 2))
             pairs.append(("".join(lines[:cut]), "".join(lines[cut:])))
+        elif draw < 2 / 3 and len(lines) >= 3:
+            first = 0 if rng.random() < 0.5 else 1  # the signature may be deleted too
+            kept = lines[:first] + [line for line in lines[first:] if rng.random() < 0.5]
+            pairs.append(("".join(kept), row["code"]))
         else:
             pairs.append((row["code"], row["summary"]))
     return pairs
@@ -92,7 +93,7 @@ def make_pairs(rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=1800, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=2400, help="optimizer steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -146,7 +147,7 @@ def main() -> None:
         if (step + 1) % 100 == 0:
             recent = sum(losses[-100:]) / 100
             elapsed = time.perf_counter() - start
-            print(f"step {step + 1}/{args.steps} loss {recent:.4f} ({elapsed:.0f} s)")
+            print(f"step {step + 1}/{args.steps} loss {recent:.4f} ({elapsed:.0f} s)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model.half().save_pretrained(out)  # half precision: a third of the size budget
