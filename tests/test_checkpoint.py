@@ -96,3 +96,25 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path: Path):
     _, losses, result = run_training(tmp_path)
     assert result.resumed_from_step == 0
     assert sorted(losses) == list(range(1, 11))
+
+
+def test_resume_needs_the_same_settings_and_existing_checkpoints(tmp_path: Path, monkeypatch):
+    import pytest
+
+    from benchmark.config import UsageError, make_config
+    from benchmark.runner import _progress
+
+    monkeypatch.chdir(tmp_path)
+    config = make_config("lora", "demo")
+    progress = _progress(config, "run123", resume=False)
+    assert progress.root == Path("checkpoints") / "run123"
+    assert (progress.root / "config.json").is_file()
+    assert _progress(config, "run123", resume=True).resumed
+    changed = make_config("lora", "demo", {"train.epochs": "5", "method.r": "4"})
+    with pytest.raises(UsageError, match=r"method_options .*train\.epochs \(was 2, now 5\)"):
+        _progress(changed, "run123", resume=True)
+    with pytest.raises(UsageError, match="no checkpoints of run other"):
+        _progress(config, "other", resume=True)
+    no_checkpoints = make_config("lora", "demo", {"train.checkpoint_dir": ""})
+    with pytest.raises(UsageError, match="--resume needs checkpoints"):
+        _progress(no_checkpoints, "run123", resume=True)
