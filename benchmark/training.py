@@ -125,7 +125,6 @@ class TrainResult:
     val_losses: list[float] = field(default_factory=list)
     peak_memory_mb: float = 0.0
     memory_kind: str = "cpu_peak_rss"
-    checkpoints: int = 0  # checkpoints written by this process's training
     resumed_from_step: int = 0  # 0: not resumed
 
     @property
@@ -290,7 +289,6 @@ def train(
         if before_checkpoint:  # the metrics up to here are durable before the checkpoint is
             before_checkpoint()
         checkpointer.save(model, optimizer, scheduler, state)
-        result.checkpoints += 1
         pause[0] += time.perf_counter() - saved
 
     consecutive_skips = 0

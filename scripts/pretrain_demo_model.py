@@ -57,19 +57,18 @@ def corpus(include_stdlib: bool) -> list[dict]:
     held_out = sample_rows("valid") + sample_rows("test")
     held_out_paths = {(r["repo"], r["path"]) for r in held_out}
     held_out_keys = {code_key(STRIPPERS[r["language"]](r["code"])) for r in held_out}
-    demo_train = sample_rows("train")
-    rows = [(r, True) for r in demo_train]
+    rows = sample_rows("train")
     if include_stdlib:
-        rows += [(r, False) for r in python_rows() if split_of(r["path"]) == "train"]
+        rows += [r for r in python_rows() if split_of(r["path"]) == "train"]
     kept, seen = [], set()
-    for row, in_demo_train in rows:
+    for row in rows:
         code = STRIPPERS[row["language"]](row["code"]).strip("\n")
         key = code_key(code)
         if (row["repo"], row["path"]) in held_out_paths or key in held_out_keys or key in seen:
             continue
         seen.add(key)
         summary = first_paragraph(row["docstring"])
-        kept.append({"code": code, "summary": summary, "key": key, "demo_train": in_demo_train})
+        kept.append({"code": code, "summary": summary, "key": key})
     return kept
 
 
