@@ -31,6 +31,9 @@ class DataConfig:
     selection_seed: int = 42
     max_source_length: int = 64
     max_target_length: int = 128
+    # A target cut at max_target_length loses its end-of-sequence token, so the model is never
+    # taught to stop mid-function; true keeps it (CodeXGLUE's recipe).
+    eos_after_cut: bool = False
     apply_csn_filters: bool = True
     skip_bad_rows: bool = False
 

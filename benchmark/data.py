@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import random
 import re
 import tokenize
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.config import DataConfig, UsageError
+
+log = logging.getLogger("adaptbench")
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
 SPLITS = ("train", "validation", "test")
@@ -425,6 +428,15 @@ def _build_task(
         raise DataError(f"{source}: no usable {language} training examples")
     if not evaluation:
         raise DataError(f"{source}: no usable {language} examples in the {evaluation_split} split")
+    if not validation and config.val_size > 0:
+        log.warning(
+            "%s: no %s validation examples left for the validation loss (the evaluation took "
+            "%d of the validation split: data.eval_split=validation); lower data.eval_size to "
+            "keep some, or evaluate on the test split",
+            source,
+            language,
+            len(evaluation) if evaluation_split == "validation" else 0,
+        )
     return TaskData(language, train, validation, evaluation, source, stats)
 
 

@@ -292,10 +292,9 @@ def _train_task(
     """Train on one language; logs the curves and costs under `<lang>/`; returns the steps."""
     lang, data, tokenizer = task.language, config.data, adapted.tokenizer
     set_seed(config.train.seed)
-    train_features = encode(task.train, tokenizer, data.max_source_length, data.max_target_length)
-    val_features = encode(
-        task.validation, tokenizer, data.max_source_length, data.max_target_length
-    )
+    lengths = (data.max_source_length, data.max_target_length, data.eos_after_cut)
+    train_features = encode(task.train, tokenizer, *lengths)
+    val_features = encode(task.validation, tokenizer, *lengths)
     main = distributed.is_main()
     skip = {}
     if main and progress.resumed:

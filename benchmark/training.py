@@ -42,12 +42,31 @@ class Feature:
 
 
 def encode(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_source: int, max_target: int
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_source: int,
+    max_target: int,
+    eos_after_cut: bool = False,
 ) -> list[Feature]:
-    """Tokenise docstrings (inputs) and code (labels), truncated to the configured lengths."""
+    """Tokenise docstrings (inputs) and code (labels), truncated to the configured lengths.
+
+    A code longer than `max_target` is cut to its first `max_target` tokens with no end token
+    after them (unless `eos_after_cut`): ending a cut function with one would teach the model to
+    stop mid-function. The tokenizer adds the end token after truncating, so one token more is
+    asked for and the last dropped when the code did not fit.
+    """
+    if not examples:  # the tokenizer refuses an empty batch
+        return []
     sources = tokenizer([ex.docstring for ex in examples], max_length=max_source, truncation=True)
-    targets = tokenizer([ex.code for ex in examples], max_length=max_target, truncation=True)
-    return [Feature(s, t) for s, t in zip(sources["input_ids"], targets["input_ids"])]
+    if eos_after_cut:
+        targets = tokenizer([ex.code for ex in examples], max_length=max_target, truncation=True)
+        labels = targets["input_ids"]
+    else:
+        targets = tokenizer(
+            [ex.code for ex in examples], max_length=max_target + 1, truncation=True
+        )
+        labels = [ids[:max_target] for ids in targets["input_ids"]]
+    return [Feature(s, t) for s, t in zip(sources["input_ids"], labels)]
 
 
 class BucketBatchSampler:

@@ -210,3 +210,27 @@ def test_bundled_sample_targets_never_contain_their_docstring():
     assert len(python.train) >= 900 and len(python.evaluation) >= 150
     assert not any('"""' in ex.code.split("\n", 2)[1] for ex in python.train if "\n" in ex.code)
     assert checked > 2500
+
+
+def test_evaluating_on_the_whole_validation_split_warns_and_leaves_no_loss_examples(caplog):
+    """data.eval_split=validation: the evaluation and the validation loss share the split,
+    disjoint; when the evaluation takes all of it, the run goes on without a validation loss
+    (it used to crash on an empty batch) and says why."""
+    import logging
+
+    from benchmark.training import encode
+
+    config = DataConfig(
+        source="sample", train_size=50, val_size=100, eval_size=1000, eval_split="validation"
+    )
+    with caplog.at_level(logging.WARNING, logger="adaptbench"):
+        task = load_tasks(["python"], config)["python"]
+    assert task.evaluation and not task.validation
+    assert "no python validation examples left" in caplog.text and "data.eval_size" in caplog.text
+    assert encode(task.validation, None, 48, 128) == []
+
+    config.eval_size = 50
+    kept = load_tasks(["python"], config)["python"]
+    assert len(kept.evaluation) == 50 and kept.validation
+    ids = {ex.id for ex in kept.validation}
+    assert not ids & {ex.id for ex in kept.evaluation}

@@ -9,11 +9,14 @@ import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
 from benchmark.config import TrainConfig
+from benchmark.data import Example
+from benchmark.models import DEMO_TOKENIZER
 from benchmark.training import (
     BucketBatchSampler,
     Feature,
     TrainingDiverged,
     collate,
+    encode,
     make_accelerator,
     train,
 )
@@ -144,6 +147,34 @@ def test_collate_pads_inputs_and_masks_labels():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
     assert batch["labels"].tolist() == [[7, 1, -100, -100], [7, 8, 9, 1]]
     assert batch["num_tokens"] == 11
+
+
+def test_a_cut_target_has_no_end_token_and_a_whole_one_keeps_it():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
+    eos = tokenizer.eos_token_id
+    short = "def f(x):\n    return x"
+    long = "def g(items):\n" + "".join(f"    total = total + items[{i}]\n" for i in range(40))
+    whole = {code: tokenizer(code)["input_ids"] for code in (short, long)}
+    limit = len(whole[short]) + 2  # the short one fits, the long one does not
+    assert whole[short][-1] == eos and len(whole[long]) > limit + 1
+    examples = [Example(str(i), "python", "Add.", code) for i, code in enumerate((short, long))]
+
+    cut = encode(examples, tokenizer, 16, limit)
+    assert cut[0].labels == whole[short]
+    assert cut[1].labels == whole[long][:limit] and eos not in cut[1].labels
+
+    codexglue = encode(examples, tokenizer, 16, limit, eos_after_cut=True)
+    assert codexglue[0].labels == whole[short]
+    assert codexglue[1].labels == whole[long][: limit - 1] + [eos]
+
+    # A code exactly one token too long loses its end token, nothing else.
+    exact = tokenizer.decode(whole[long][:limit], skip_special_tokens=True)
+    ids = tokenizer(exact)["input_ids"]
+    ex = Example("x", "python", "Add.", exact)
+    assert encode([ex], tokenizer, 16, len(ids) - 1)[0].labels == ids[:-1]
+    assert encode([ex], tokenizer, 16, len(ids))[0].labels == ids
 
 
 @pytest.mark.slow
