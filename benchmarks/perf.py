@@ -130,6 +130,60 @@ def bench_loop(
     }
 
 
+# Profiler op names by what they do; everything else (elementwise ops, layer norms, the
+# optimizer's arithmetic, copies) is "other".
+OP_GROUPS = {
+    "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm"),
+    "dropout masks (random numbers)": ("aten::bernoulli_", "aten::uniform_", "aten::rand_like"),
+    "softmax and cross-entropy": (
+        "aten::_log_softmax",
+        "aten::_log_softmax_backward_data",
+        "aten::_softmax",
+        "aten::_softmax_backward_data",
+        "aten::nll_loss_forward",
+        "aten::nll_loss_backward",
+    ),
+}
+
+
+def profile_loop(method_name: str, feats, steps: int, device: torch.device) -> dict:
+    """Where the loop's time goes: a few steps of the real loop under torch.profiler, its ops'
+    self time grouped by kind (shares of the profiled total). Matmul FLOPs are the profiler's
+    own count of the executed matmuls (padding included), so `matmul_gflops` is the rate the
+    matmuls themselves reach at these shapes: the loop cannot beat it even with every other op
+    taking no time. `uncounted_share` is the part of that executed work the loop's FLOP count
+    leaves out: padding, and the attention-score matmuls."""
+    from accelerate.state import AcceleratorState
+    from torch.profiler import ProfilerActivity, profile
+
+    AcceleratorState._reset_state()
+    model = methods.get_method(method_name).apply(base_model(device))
+    seen = feats[: steps * 8]  # one epoch over exactly these, so the useful FLOPs are exact
+    config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-4, seed=42)
+    warm = TrainConfig(epochs=1, batch_size=8, max_steps=2, seed=1)
+    train(model, seen, [], 0, warm, make_accelerator(warm))
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities, with_flops=True) as prof:
+        train(model, seen, [], 0, config, make_accelerator(config))
+    on_device = device.type == "cuda"
+    times = {group: 0.0 for group in OP_GROUPS} | {"other": 0.0}
+    matmul_flops = 0.0
+    for event in prof.key_averages():
+        seconds = (event.self_device_time_total if on_device else event.self_cpu_time_total) / 1e6
+        group = next((g for g, names in OP_GROUPS.items() if event.key in names), "other")
+        times[group] += seconds
+        if group == "matmul":
+            matmul_flops += event.flops
+    total = sum(times.values())
+    counted = step_flops(model, seen, steps, 8)
+    return {
+        "seconds_profiled": total,
+        "shares": {group: t / total for group, t in times.items()},
+        "matmul_gflops": matmul_flops / times["matmul"] / 1e9,
+        "uncounted_share": max(0.0, 1 - counted / matmul_flops),
+    }
+
+
 def bench_trainer(feats, steps: int, tokenizer, device: torch.device) -> dict:
     """Hugging Face's Seq2SeqTrainer with peft LoRA on the same data, defaults otherwise."""
     import datasets
@@ -210,7 +264,7 @@ def main() -> None:
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated parts to skip: trainer,methods,generation,metrics,memory",
+        help="comma-separated parts to skip: profile,trainer,methods,generation,metrics,memory",
     )
     parser.add_argument(
         "--variants",
@@ -271,6 +325,18 @@ def main() -> None:
             f"({result['vs_plain_loop']:.2f}x the plain loop), "
             f"{100 * result['share_of_peak']:.0f} % of peak, mean loss {result['mean_loss']:.3f}, "
             f"warm-up {result['warmup_s']:.0f} s"
+        )
+    if "profile" not in skip:
+        prof = profile_loop("lora", feats, min(args.steps, 6), device)
+        prof["matmul_share_of_peak"] = prof["matmul_gflops"] / report["matmul_peak_gflops"]
+        report["loop_lora_profile"] = prof
+        print(
+            "where the loop's time goes (lora, profiled): "
+            + ", ".join(f"{g} {100 * v:.0f} %" for g, v in prof["shares"].items())
+            + f"; the matmuls alone run at {prof['matmul_gflops']:.1f} GFLOP/s = "
+            f"{100 * prof['matmul_share_of_peak']:.0f} % of peak at these shapes; "
+            f"{100 * prof['uncounted_share']:.0f} % of the executed matmul work is padding or "
+            "attention scores (not counted)"
         )
     if "trainer" not in skip:
         trainer = bench_trainer(feats, args.steps, tokenizer, device)
