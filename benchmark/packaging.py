@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,10 @@ from benchmark.models import load_base
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
-CODE_PATHS = [str(ROOT / "benchmark"), str(ROOT / "methods"), str(ROOT / "metrics")]
+CODE_PACKAGES = ("benchmark", "methods", "metrics")
+# Not copied with the code: the demo's weights and tokenizer (4.5 MB) are already in a bundle
+# that needs them (a non-hub base is bundled), and compiled files are rebuilt where it loads.
+CODE_LEFT_OUT = {ROOT / "benchmark" / "assets"}
 REQUIREMENTS = (
     "torch",
     "transformers",
@@ -134,18 +139,31 @@ def load_bundle(bundle: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     return model, tokenizer, meta
 
 
+def _left_out(folder: str, names: list[str]) -> list[str]:
+    return [
+        name
+        for name in names
+        if name == "__pycache__" or Path(folder, name).resolve() in CODE_LEFT_OUT
+    ]
+
+
 def log_pyfunc(
     bundle: Path, name: str, config: RunConfig, example_prompt: str, register_as: str = ""
 ) -> str:
     """Log the bundle as a pyfunc model on the active run; returns its model URI."""
-    info = mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(MODEL_CODE),
-        artifacts={"bundle": str(bundle)},
-        code_paths=CODE_PATHS,
-        signature=signature(config),
-        input_example=pd.DataFrame({"prompt": [example_prompt]}),
-        pip_requirements=pip_requirements(),
-        registered_model_name=register_as or None,
-    )
+    with tempfile.TemporaryDirectory() as staging:
+        code_paths = []
+        for package in CODE_PACKAGES:
+            shutil.copytree(ROOT / package, Path(staging, package), ignore=_left_out)
+            code_paths.append(str(Path(staging, package)))
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(MODEL_CODE),
+            artifacts={"bundle": str(bundle)},
+            code_paths=code_paths,
+            signature=signature(config),
+            input_example=pd.DataFrame({"prompt": [example_prompt]}),
+            pip_requirements=pip_requirements(),
+            registered_model_name=register_as or None,
+        )
     return info.model_uri

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -13,6 +15,8 @@ from mlflow.tracking import MlflowClient
 from benchmark.config import make_config
 from benchmark.runner import run
 from tests.conftest import CODET5_CONFIG
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
 
@@ -75,10 +79,46 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
     assert {"docstring", "reference", "prediction", "bleu", "exact_match"} <= set(table.columns)
     assert not any('"""' in ref for ref in table["reference"])
 
+    # The logged model carries the project's code, but not a second copy of the demo's weights
+    # and tokenizer: the bundle holds the base and tokenizer it needs.
+    local = Path(
+        mlflow.artifacts.download_artifacts(tags["python.model_uri"], dst_path=str(tmp_path))
+    )
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {"code/benchmark/runner.py", "code/methods/lora.py", "code/metrics/bleu.py"} <= files
+    assert not any(f.startswith("code/benchmark/assets/") or "__pycache__" in f for f in files)
+    assert {
+        "artifacts/bundle/base/model.safetensors",
+        "artifacts/bundle/tokenizer/tokenizer.json",
+    } <= files
+
     # The logged model, rebuilt in this process, generates exactly what training generated.
     model = mlflow.pyfunc.load_model(tags["python.model_uri"])
     predicted = model.predict(pd.DataFrame({"prompt": table["docstring"].tolist()}))
     assert predicted["code"].tolist() == table["prediction"].tolist()
+
+    # It also loads where the project is not installed, from its own copy of the code.
+    script = f"""
+import sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path = [p for p in sys.path if p not in ("", {str(ROOT)!r})]
+try:
+    import benchmark
+    sys.exit("the project is still importable: the check would prove nothing")
+except ImportError:
+    pass
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model({str(local)!r})
+import benchmark
+assert benchmark.__file__.startswith({str(local)!r}), benchmark.__file__
+prompts = pd.DataFrame({{"prompt": {table["docstring"].tolist()[:2]!r}}})
+print(model.predict(prompts)["code"].tolist())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == repr(table["prediction"].tolist()[:2])
 
 
 def test_seed_preset_path_on_local_hf_parquet_and_codet5_shape(mlflow_store: str, hf_parquet: Path):
