@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -197,10 +199,52 @@ def test_ast_similarity_ignores_comments_and_copes_with_python2_references():
 
 
 def test_codebleu_logs_no_warning_per_pair(caplog):
+    from metrics.codebleu_metric import compute_here
+
     with caplog.at_level("WARNING"):
         # No data flow in these references: the package would warn once per call.
-        score("codebleu", ["def g():\n    return 2"], ["def f():\n    return 1"])
+        compute_here(["def g():\n    return 2"], ["def f():\n    return 1"], "python")
     assert not [r for r in caplog.records if "data-flow" in r.getMessage()]
+
+
+# A JavaScript pair from a demo run (reference from the sample's test split) whose data-flow
+# match, as the codebleu package computes it, depends on Python's string hashing.
+HASH_REFERENCE = (
+    "app.all = function all(path) {\n  this.lazyrouter();\n\n"
+    "  var route = this._router.route(path);\n  var args = slice.call(arguments, 1);\n\n"
+    "  for (var i = 0; i < methods.length; i++) {\n    route[methods[i]].apply(route, args);\n"
+    "  }\n\n  return this;\n};"
+)
+HASH_PREDICTION = (
+    "function base implementation(path, final) {\n    return _path(path, callback, callback);\n}"
+)
+
+
+def _in_process_with_hash_seed(seed: int, code: str) -> str:
+    root = Path(__file__).resolve().parent.parent.parent
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+def test_codebleu_is_the_same_whatever_the_string_hash_seed():
+    raw = (
+        "import logging; logging.disable(logging.WARNING)\n"
+        "from codebleu import calc_codebleu\n"
+        f"print(calc_codebleu([{HASH_REFERENCE!r}], [{HASH_PREDICTION!r}], lang='javascript')"
+        "['dataflow_match_score'])"
+    )
+    ours = (
+        "from metrics.codebleu_metric import CodeBleu\n"
+        f"r = CodeBleu().compute([{HASH_PREDICTION!r}], [{HASH_REFERENCE!r}], 'javascript')\n"
+        "print(r.corpus, r.per_example)"
+    )
+    # The package alone: the score moves with the seed (else this test would prove nothing).
+    assert len({_in_process_with_hash_seed(seed, raw) for seed in (1, 2, 3, 4)}) > 1
+    assert len({_in_process_with_hash_seed(seed, ours) for seed in (1, 2, 3, 4)}) == 1
 
 
 def test_all_resolves_the_default_metrics_and_rejects_unknown_names():
