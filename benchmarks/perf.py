@@ -95,14 +95,20 @@ def step_flops(model, feats, n_steps: int, batch: int) -> float:
     )
 
 
+def fresh_model(method_name: str, device: torch.device):
+    """The method applied to a new base, in a new accelerate state (the precision is fixed per
+    process state, so each measurement starts its own)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    return methods.get_method(method_name).apply(base_model(device))
+
+
 def bench_loop(
     method_name: str, feats, steps: int, device: torch.device, warmup: int = 2, **options
 ) -> dict:
     """The loop's figures; `options` are TrainConfig settings (compile, mixed_precision)."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()  # the precision is fixed per process state: a variant resets it
-    model = methods.get_method(method_name).apply(base_model(device))
+    model = fresh_model(method_name, device)
     common = dict(epochs=1, batch_size=8, learning_rate=1e-4, **options)
     config = TrainConfig(max_steps=steps, seed=42, **common)
     warm = TrainConfig(max_steps=warmup, seed=1, **common)
@@ -153,11 +159,9 @@ def profile_loop(method_name: str, feats, steps: int, device: torch.device) -> d
     matmuls themselves reach at these shapes: the loop cannot beat it even with every other op
     taking no time. `uncounted_share` is the part of that executed work the loop's FLOP count
     leaves out: padding, and the attention-score matmuls."""
-    from accelerate.state import AcceleratorState
     from torch.profiler import ProfilerActivity, profile
 
-    AcceleratorState._reset_state()
-    model = methods.get_method(method_name).apply(base_model(device))
+    model = fresh_model(method_name, device)
     seen = feats[: steps * 8]  # one epoch over exactly these, so the useful FLOPs are exact
     config = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-4, seed=42)
     warm = TrainConfig(epochs=1, batch_size=8, max_steps=2, seed=1)
