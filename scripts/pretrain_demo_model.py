@@ -9,17 +9,27 @@ test function, nor any other function of their files, is seen). Objectives, a th
   deleted (the signature among them half of the time) -> the whole function.
 The base never sees the demo's task, docstring -> function: it reads and writes code and writes
 English, and what a method adds is learning the task, as adapting codet5 to a new task does.
-The same command and seed give the same weights (one thread, deterministic kernels).
+The same command and seed give the same weights (a fixed thread count, deterministic kernels).
+
+Off by default, for trying other bases (the committed weights use none of them; what they gave
+is in the model card): `--site-per-package N` adds up to N documented functions of each installed
+third-party package (vendored copies and tests skipped; exact or near copies of a validation or
+test function dropped), `--task-share S` trains that share of them as docstring -> function (the
+demo's task, out of its domain, as CodeT5's NL -> PL pretraining), `--no-eos-after-cut` leaves
+the end token off cut targets as the harness does.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import gzip
 import hashlib
 import json
 import random
+import re
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -35,6 +45,21 @@ from benchmark.models import TINY_T5  # noqa: E402
 
 TOKENIZER = ROOT / "benchmark" / "assets" / "demo-tokenizer"
 OUT = ROOT / "benchmark" / "assets" / "demo-model"
+# Vendored or back-ported copies of other code (the standard library among them), and tests.
+SITE_SKIP = {
+    "tests",
+    "test",
+    "testing",
+    "_vendor",
+    "vendor",
+    "vendored",
+    "_distutils",
+    "pip",
+    "setuptools",
+    "pkg_resources",
+    "_pytest",
+    "__pycache__",
+}
 
 
 def code_key(code: str) -> str:
@@ -50,33 +75,92 @@ def sample_rows(split: str) -> list[dict]:
     return rows
 
 
-def corpus(include_stdlib: bool) -> list[dict]:
-    """Functions for pretraining: never from a validation or test file of the sample."""
+def site_packages_rows(site: Path, per_package: int, seed: int) -> list[dict]:
+    """Documented functions of the packages installed in `site` (pinned by constraints.txt), at
+    most `per_package` from each top-level package; vendored copies of other code are skipped."""
+    from build_sample import _functions, keep
+
+    by_package: dict[str, list[dict]] = {}
+    for path in sorted(site.rglob("*.py")):
+        rel = path.relative_to(site)
+        if SITE_SKIP & set(rel.parts) or rel.parts[0] in SITE_SKIP or len(rel.parts) < 2:
+            continue
+        try:
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source)
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        lines = source.splitlines(keepends=True)
+        for node, qualname in _functions(tree):
+            doc = ast.get_docstring(node)
+            body = node.body[1:]
+            if not doc or not body or all(isinstance(b, (ast.Pass, ast.Raise)) for b in body):
+                continue
+            code = "".join(lines[node.lineno - 1 : node.end_lineno]).lstrip()
+            if keep(qualname, str(rel), first_paragraph(doc), code):
+                row = {
+                    "repo": f"site-packages/{rel.parts[0]}",
+                    "path": str(rel),
+                    "code": code,
+                    "docstring": doc,
+                    "language": "python",
+                    "func_name": qualname,
+                }
+                by_package.setdefault(rel.parts[0], []).append(row)
+    rng = random.Random(seed)
+    rows = []
+    for package in sorted(by_package):
+        found = by_package[package]
+        rows += found if len(found) <= per_package else rng.sample(found, per_package)
+    return rows
+
+
+def tokens(code: str) -> set[str]:
+    return set(re.findall(r"\w+|[^\s\w]", code))
+
+
+def corpus(include_stdlib: bool, site: Path, site_per_package: int, seed: int) -> list[dict]:
+    """Functions for pretraining: never from a validation or test file of the sample, nor an
+    exact or near copy (same name, 50 % of the tokens shared) of a validation or test function."""
     from build_sample import python_rows, split_of
 
     held_out = sample_rows("valid") + sample_rows("test")
     held_out_paths = {(r["repo"], r["path"]) for r in held_out}
     held_out_keys = {code_key(STRIPPERS[r["language"]](r["code"])) for r in held_out}
-    rows = sample_rows("train")
+    held_out_by_name: dict[str, list[set[str]]] = {}
+    for r in held_out:
+        held_out_by_name.setdefault(r["func_name"].rsplit(".", 1)[-1], []).append(tokens(r["code"]))
+    rows = [dict(r, origin="sample") for r in sample_rows("train")]
     if include_stdlib:
-        rows += [r for r in python_rows() if split_of(r["path"]) == "train"]
+        rows += [dict(r, origin="stdlib") for r in python_rows() if split_of(r["path"]) == "train"]
+    if site_per_package:
+        rows += [dict(r, origin="site") for r in site_packages_rows(site, site_per_package, seed)]
     kept, seen = [], set()
     for row in rows:
         code = STRIPPERS[row["language"]](row["code"]).strip("\n")
         key = code_key(code)
         if (row["repo"], row["path"]) in held_out_paths or key in held_out_keys or key in seen:
             continue
+        if row["origin"] == "site":
+            mine = tokens(row["code"])
+            near = held_out_by_name.get(row["func_name"].rsplit(".", 1)[-1], [])
+            if any(len(mine & other) >= 0.5 * len(mine | other) for other in near):
+                continue
         seen.add(key)
         summary = first_paragraph(row["docstring"])
-        kept.append({"code": code, "summary": summary, "key": key})
+        kept.append({"code": code, "summary": summary, "key": key, "origin": row["origin"]})
     return kept
 
 
-def make_pairs(rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
-    """One training pair per function: continuation, summarisation or reconstruction."""
+def make_pairs(rows: list[dict], rng: random.Random, task_share: float) -> list[tuple[str, str]]:
+    """One training pair per function: continuation, summarisation or reconstruction; for a
+    third-party function, docstring -> function `task_share` of the time."""
     pairs = []
     for row in rows:
         lines = row["code"].splitlines(keepends=True)
+        if row["origin"] == "site" and rng.random() < task_share:
+            pairs.append((row["summary"], row["code"]))
+            continue
         draw = rng.random()
         if draw < 1 / 3 and len(lines) >= 3:
             cut = rng.randint(1, max(1, len(lines) // 2))
@@ -90,6 +174,20 @@ def make_pairs(rows: list[dict], rng: random.Random) -> list[tuple[str, str]]:
     return pairs
 
 
+def encode_labels(
+    tokenizer, texts: list[str], max_length: int = 128, eos_after_cut: bool = True
+) -> torch.Tensor:
+    """Targets of at most `max_length` tokens, -100 after their end. With `eos_after_cut` false a
+    cut target gets no end token, as in the harness's training data (ending a cut function
+    teaches stopping mid-function); the committed weights were trained with it true."""
+    cap = max_length if eos_after_cut else max_length + 1
+    ids = [x[:max_length] for x in tokenizer(texts, max_length=cap, truncation=True)["input_ids"]]
+    labels = torch.full((len(ids), max(map(len, ids))), -100)
+    for row, x in enumerate(ids):
+        labels[row, : len(x)] = torch.tensor(x)
+    return labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2400, help="optimizer steps")
@@ -97,15 +195,42 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-stdlib", action="store_true", help="sample's train split only")
+    parser.add_argument(
+        "--site-per-package",
+        type=int,
+        default=0,
+        help="add at most this many functions of each installed third-party package (0: none)",
+    )
+    parser.add_argument(
+        "--task-share",
+        type=float,
+        default=0.0,
+        help="share of third-party functions trained as docstring -> function",
+    )
+    parser.add_argument(
+        "--site-dir",
+        default=sysconfig.get_paths()["purelib"],
+        help="where the third-party packages are (default: this interpreter's site-packages)",
+    )
+    parser.add_argument(
+        "--eos-after-cut",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end a target cut at 128 tokens with the end token (the committed weights do)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the weights)")
     parser.add_argument("--out", default=str(OUT), help="output folder")
     args = parser.parse_args()
     start = time.perf_counter()
-    torch.set_num_threads(2)  # a fixed thread count fixes the reduction order: same weights
+    torch.set_num_threads(
+        args.threads
+    )  # a fixed thread count fixes the reduction order: same weights
     torch.use_deterministic_algorithms(True)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    rows = corpus(include_stdlib=not args.no_stdlib)
+    rows = corpus(not args.no_stdlib, Path(args.site_dir), args.site_per_package, args.seed)
+    print(f"{len(rows)} functions", flush=True)
     config = T5Config(
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
@@ -118,7 +243,7 @@ def main() -> None:
     warmup = max(1, args.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min((s + 1) / warmup, max(0.0, (args.steps - s) / (args.steps - warmup))),
+        lambda s: min((s + 1) / warmup, max(0.0, (args.steps - s) / max(1, args.steps - warmup))),
     )
 
     def encode(texts: list[str]):
@@ -131,11 +256,10 @@ def main() -> None:
         if len(pairs) < args.batch_size:
             rows_epoch = rows[:]
             rng.shuffle(rows_epoch)
-            pairs += make_pairs(rows_epoch, rng)
+            pairs += make_pairs(rows_epoch, rng, args.task_share)
         batch, pairs = pairs[: args.batch_size], pairs[args.batch_size :]
         inputs = encode([b[0] for b in batch])
-        labels = encode([b[1] for b in batch])["input_ids"]
-        labels[labels == tokenizer.pad_token_id] = -100
+        labels = encode_labels(tokenizer, [b[1] for b in batch], eos_after_cut=args.eos_after_cut)
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,8 +279,15 @@ def main() -> None:
         fh.write("\n".join(sorted(r["key"] for r in rows)).encode())
     final = sum(losses[-100:]) / min(100, len(losses))
     wall = time.perf_counter() - start
-    summary = {"steps": args.steps, "examples": len(rows), "final_loss": final, "wall_s": wall}
-    settings = {k: v for k, v in vars(args).items() if k != "out"}  # no machine paths
+    origins = {o: sum(r["origin"] == o for r in rows) for o in ("sample", "stdlib", "site")}
+    summary = {
+        "steps": args.steps,
+        "examples": len(rows),
+        "examples_by_origin": origins,
+        "final_loss": final,
+        "wall_s": wall,
+    }
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "site_dir")}  # no paths
     (out / "pretraining.json").write_text(json.dumps({**summary, **settings}, indent=2) + "\n")
     print(f"final loss {final:.4f} on {len(rows)} functions; wall time {wall:.0f} s")
 

@@ -56,8 +56,92 @@ def test_no_validation_or_test_example_was_in_the_pretraining_data():
     assert held_out > 500
 
 
+def _pretraining_script():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import pretrain_demo_model
+
+    return pretrain_demo_model
+
+
+def _site(root: Path, files: dict[str, str]) -> Path:
+    """A stand-in site-packages: `files` maps package-relative paths to source."""
+    for relative, source in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source)
+    return root
+
+
+def _held_out_python_function() -> dict:
+    with gzip.open(REPO / "data/sample/python/final/jsonl/test/python_test_0.jsonl.gz", "rt") as fh:
+        rows = [json.loads(line) for line in fh]
+    return next(r for r in rows if "." not in r["func_name"] and r["code"].startswith("def "))
+
+
+UNRELATED = (
+    "def scale_values(values, factor):\n"
+    '    """Multiply every value by the given factor."""\n'
+    "    out = []\n"
+    "    for value in values:\n"
+    "        out.append(value * factor)\n"
+    "    return out\n"
+)
+
+
+def test_third_party_code_joins_the_corpus_but_not_a_near_copy_of_a_test_function(tmp_path):
+    script = _pretraining_script()
+    held = _held_out_python_function()
+    # A vendored, lightly edited copy: one line added, so its exact fingerprint differs.
+    near_copy = held["code"].rstrip("\n") + "\n    return None\n"
+    site = _site(tmp_path / "site", {"pkg/copy.py": near_copy, "pkg/other.py": UNRELATED})
+    rows = script.corpus(False, site, 10, 0)
+    third_party = [r for r in rows if r["origin"] == "site"]
+    assert [r["summary"] for r in third_party] == ["Multiply every value by the given factor."]
+    assert '"""' not in third_party[0]["code"]  # docstring removed, as from the demo's targets
+    # Without the held-out original, the same copy would have been taken.
+    alone = script.site_packages_rows(site, 10, 0)
+    assert held["func_name"] in {r["func_name"] for r in alone}
+
+
+def test_third_party_functions_are_capped_per_package_reproducibly(tmp_path):
+    script = _pretraining_script()
+    files = {
+        f"big/m{i}.py": UNRELATED.replace("scale_values", f"scale_values_{i}") for i in range(6)
+    }
+    files["small/m.py"] = UNRELATED
+    site = _site(tmp_path / "site", files)
+    picks = [
+        [r["func_name"] for r in script.site_packages_rows(site, 4, seed)] for seed in (0, 0, 1)
+    ]
+    assert picks[0] == picks[1]
+    assert picks[0] != picks[2]
+    assert len(picks[0]) == 5 and picks[0].count("scale_values") == 1
+
+
+def test_pretraining_targets_end_with_the_end_token_unless_cut():
+    from transformers import AutoTokenizer
+
+    from benchmark.models import DEMO_TOKENIZER
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
+    short, long = "def f():\n    return 1\n", "def g():\n" + "    x = 1\n" * 200
+    labels = _pretraining_script().encode_labels(tokenizer, [short, long], 32, eos_after_cut=False)
+    short_ids = tokenizer(short)["input_ids"]
+    assert labels.shape == (2, 32)
+    assert labels[0, : len(short_ids)].tolist() == short_ids  # ends with </s>
+    assert (labels[0, len(short_ids) :] == -100).all()
+    assert labels[1].tolist() == tokenizer(long)["input_ids"][:32]
+    assert tokenizer.eos_token_id not in labels[1].tolist()
+    # The committed weights' way: the cut target's last token is the end token.
+    kept = _pretraining_script().encode_labels(tokenizer, [short, long], 32, eos_after_cut=True)
+    assert kept[1, -1].item() == tokenizer.eos_token_id
+    assert kept[1, :31].tolist() == labels[1, :31].tolist()
+
+
 @pytest.mark.slow
 def test_pretraining_is_reproducible(tmp_path: Path):
+    files = {f"pkg/m{i}.py": UNRELATED.replace("values", f"values{i}") for i in range(4)}
+    site = _site(tmp_path / "site", files)
     outputs = []
     for name in ("a", "b"):
         out = tmp_path / name
@@ -70,6 +154,12 @@ def test_pretraining_is_reproducible(tmp_path: Path):
                 "--batch-size",
                 "8",
                 "--no-stdlib",
+                "--site-dir",
+                str(site),
+                "--site-per-package",
+                "3",
+                "--task-share",
+                "0.5",
                 "--out",
                 str(out),
             ],
@@ -77,6 +167,8 @@ def test_pretraining_is_reproducible(tmp_path: Path):
             capture_output=True,
         )
         outputs.append((out / "model.safetensors").read_bytes())
+        summary = json.loads((out / "pretraining.json").read_text())
+        assert summary["examples_by_origin"]["site"] == 3
     assert outputs[0] == outputs[1]
 
 
