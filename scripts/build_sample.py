@@ -97,23 +97,11 @@ def python_rows() -> list[dict]:
             continue
         source = path.read_text(encoding="utf-8", errors="replace")
         try:
-            tree = ast.parse(source)
+            found = list(documented_functions(source, str(rel)))
         except SyntaxError:
             continue
-        lines = source.splitlines(keepends=True)
-        for node, qualname in _functions(tree):
-            doc = ast.get_docstring(node)
-            if not doc:
-                continue
-            start = (node.decorator_list[0].lineno if node.decorator_list else node.lineno) - 1
-            start = node.lineno - 1  # CodeSearchNet starts at the `def` line
-            text = "".join(lines[start : node.end_lineno]).lstrip()
-            body = node.body[1:]
-            if not body or all(isinstance(b, (ast.Pass, ast.Raise)) for b in body):
-                continue
+        for node, qualname, doc, text in found:
             summary = first_paragraph(doc)
-            if not keep(qualname, str(rel), summary, text):
-                continue
             rows.append(
                 {
                     "repo": "python/cpython",
@@ -132,6 +120,21 @@ def python_rows() -> list[dict]:
                 }
             )
     return rows
+
+
+def documented_functions(source: str, path: str):
+    """(node, qualified name, docstring, code) of each function in `source` CodeSearchNet would
+    keep: documented, a body beyond the docstring that is not only pass/raise, `keep`'s filters.
+    The code starts at the `def` line, as CodeSearchNet's; a SyntaxError propagates."""
+    lines = source.splitlines(keepends=True)
+    for node, qualname in _functions(ast.parse(source)):
+        doc = ast.get_docstring(node)
+        body = node.body[1:]
+        if not doc or not body or all(isinstance(b, (ast.Pass, ast.Raise)) for b in body):
+            continue
+        text = "".join(lines[node.lineno - 1 : node.end_lineno]).lstrip()
+        if keep(qualname, path, first_paragraph(doc), text):
+            yield node, qualname, doc, text
 
 
 def _functions(tree: ast.Module):

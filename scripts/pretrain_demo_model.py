@@ -22,12 +22,10 @@ the end token off cut targets as the harness does.
 from __future__ import annotations
 
 import argparse
-import ast
 import gzip
 import hashlib
 import json
 import random
-import re
 import sys
 import sysconfig
 import time
@@ -78,7 +76,7 @@ def sample_rows(split: str) -> list[dict]:
 def site_packages_rows(site: Path, per_package: int, seed: int) -> list[dict]:
     """Documented functions of the packages installed in `site` (pinned by constraints.txt), at
     most `per_package` from each top-level package; vendored copies of other code are skipped."""
-    from build_sample import _functions, keep
+    from build_sample import documented_functions
 
     by_package: dict[str, list[dict]] = {}
     for path in sorted(site.rglob("*.py")):
@@ -86,27 +84,19 @@ def site_packages_rows(site: Path, per_package: int, seed: int) -> list[dict]:
         if SITE_SKIP & set(rel.parts) or rel.parts[0] in SITE_SKIP or len(rel.parts) < 2:
             continue
         try:
-            source = path.read_text(encoding="utf-8")
-            tree = ast.parse(source)
+            found = list(documented_functions(path.read_text(encoding="utf-8"), str(rel)))
         except (SyntaxError, UnicodeDecodeError, ValueError):
             continue
-        lines = source.splitlines(keepends=True)
-        for node, qualname in _functions(tree):
-            doc = ast.get_docstring(node)
-            body = node.body[1:]
-            if not doc or not body or all(isinstance(b, (ast.Pass, ast.Raise)) for b in body):
-                continue
-            code = "".join(lines[node.lineno - 1 : node.end_lineno]).lstrip()
-            if keep(qualname, str(rel), first_paragraph(doc), code):
-                row = {
-                    "repo": f"site-packages/{rel.parts[0]}",
-                    "path": str(rel),
-                    "code": code,
-                    "docstring": doc,
-                    "language": "python",
-                    "func_name": qualname,
-                }
-                by_package.setdefault(rel.parts[0], []).append(row)
+        for _node, qualname, doc, code in found:
+            row = {
+                "repo": f"site-packages/{rel.parts[0]}",
+                "path": str(rel),
+                "code": code,
+                "docstring": doc,
+                "language": "python",
+                "func_name": qualname,
+            }
+            by_package.setdefault(rel.parts[0], []).append(row)
     rng = random.Random(seed)
     rows = []
     for package in sorted(by_package):
@@ -116,7 +106,9 @@ def site_packages_rows(site: Path, per_package: int, seed: int) -> list[dict]:
 
 
 def tokens(code: str) -> set[str]:
-    return set(re.findall(r"\w+|[^\s\w]", code))
+    from build_sample import TOKEN
+
+    return set(TOKEN.findall(code))
 
 
 def corpus(include_stdlib: bool, site: Path, site_per_package: int, seed: int) -> list[dict]:
