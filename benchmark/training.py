@@ -58,15 +58,19 @@ def encode(
     if not examples:  # the tokenizer refuses an empty batch
         return []
     sources = tokenizer([ex.docstring for ex in examples], max_length=max_source, truncation=True)
-    if eos_after_cut:
-        targets = tokenizer([ex.code for ex in examples], max_length=max_target, truncation=True)
-        labels = targets["input_ids"]
-    else:
-        targets = tokenizer(
-            [ex.code for ex in examples], max_length=max_target + 1, truncation=True
-        )
-        labels = [ids[:max_target] for ids in targets["input_ids"]]
+    labels = target_ids(tokenizer, [ex.code for ex in examples], max_target, eos_after_cut)
     return [Feature(s, t) for s, t in zip(sources["input_ids"], labels)]
+
+
+def target_ids(
+    tokenizer: PreTrainedTokenizerBase, codes: list[str], max_target: int, eos_after_cut: bool
+) -> list[list[int]]:
+    """Token ids of each code, at most `max_target`; a cut one ends with the end token only with
+    `eos_after_cut` (the tokenizer adds it after truncating: ask for one more, drop the last)."""
+    if eos_after_cut:
+        return tokenizer(codes, max_length=max_target, truncation=True)["input_ids"]
+    ids = tokenizer(codes, max_length=max_target + 1, truncation=True)["input_ids"]
+    return [x[:max_target] for x in ids]
 
 
 class BucketBatchSampler:

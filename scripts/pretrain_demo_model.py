@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark.data import STRIPPERS, first_paragraph  # noqa: E402
 from benchmark.models import TINY_T5  # noqa: E402
+from benchmark.training import target_ids  # noqa: E402
 
 TOKENIZER = ROOT / "benchmark" / "assets" / "demo-tokenizer"
 OUT = ROOT / "benchmark" / "assets" / "demo-model"
@@ -172,8 +173,7 @@ def encode_labels(
     """Targets of at most `max_length` tokens, -100 after their end. With `eos_after_cut` false a
     cut target gets no end token, as in the harness's training data (ending a cut function
     teaches stopping mid-function); the committed weights were trained with it true."""
-    cap = max_length if eos_after_cut else max_length + 1
-    ids = [x[:max_length] for x in tokenizer(texts, max_length=cap, truncation=True)["input_ids"]]
+    ids = target_ids(tokenizer, texts, max_length, eos_after_cut)
     labels = torch.full((len(ids), max(map(len, ids))), -100)
     for row, x in enumerate(ids):
         labels[row, : len(x)] = torch.tensor(x)
@@ -213,10 +213,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the weights)")
     parser.add_argument("--out", default=str(OUT), help="output folder")
     args = parser.parse_args()
+    if not 0.0 <= args.task_share <= 1.0:
+        parser.error(f"--task-share is a share of functions, from 0 to 1; got {args.task_share}")
+    if args.site_per_package < 0 or args.threads < 1 or args.steps < 1:
+        parser.error("--site-per-package must be >= 0, --threads and --steps >= 1")
+    if args.site_per_package and not Path(args.site_dir).is_dir():
+        parser.error(f"--site-dir {args.site_dir} is not a folder: point it at a site-packages")
     start = time.perf_counter()
-    torch.set_num_threads(
-        args.threads
-    )  # a fixed thread count fixes the reduction order: same weights
+    # A fixed thread count fixes the reduction order: same weights.
+    torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
