@@ -16,7 +16,8 @@ is in the model card): `--site-per-package N` adds up to N documented functions 
 third-party package (vendored copies and tests skipped; exact or near copies of a validation or
 test function dropped), `--task-share S` trains that share of them as docstring -> function (the
 demo's task, out of its domain, as CodeT5's NL -> PL pretraining), `--no-eos-after-cut` leaves
-the end token off cut targets as the harness does.
+the end token off cut targets as the harness does, `--d-model` and `--layers` build a wider or
+deeper T5 of the same family.
 """
 
 from __future__ import annotations
@@ -180,6 +181,18 @@ def encode_labels(
     return labels
 
 
+def architecture(d_model: int, layers: int) -> dict:
+    """TINY_T5 at another width and depth: heads of the same size, the FFN 4x the width."""
+    return {
+        **TINY_T5,
+        "d_model": d_model,
+        "d_ff": 4 * d_model,
+        "num_heads": d_model // TINY_T5["d_kv"],
+        "num_layers": layers,
+        "num_decoder_layers": layers,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2400, help="optimizer steps")
@@ -211,12 +224,23 @@ def main() -> None:
         help="end a target cut at 128 tokens with the end token (the committed weights do)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the weights)")
+    parser.add_argument(
+        "--d-model",
+        type=int,
+        default=TINY_T5["d_model"],
+        help="model width; heads of 32 and an FFN 4x as wide follow it",
+    )
+    parser.add_argument(
+        "--layers", type=int, default=TINY_T5["num_layers"], help="encoder and decoder layers each"
+    )
     parser.add_argument("--out", default=str(OUT), help="output folder")
     args = parser.parse_args()
     if not 0.0 <= args.task_share <= 1.0:
         parser.error(f"--task-share is a share of functions, from 0 to 1; got {args.task_share}")
-    if args.site_per_package < 0 or args.threads < 1 or args.steps < 1:
-        parser.error("--site-per-package must be >= 0, --threads and --steps >= 1")
+    if args.site_per_package < 0 or args.threads < 1 or args.steps < 1 or args.layers < 1:
+        parser.error("--site-per-package must be >= 0, --threads, --steps and --layers >= 1")
+    if args.d_model < TINY_T5["d_kv"] or args.d_model % TINY_T5["d_kv"]:
+        parser.error(f"--d-model must be a multiple of the head size {TINY_T5['d_kv']}")
     if args.site_per_package and not Path(args.site_dir).is_dir():
         parser.error(f"--site-dir {args.site_dir} is not a folder: point it at a site-packages")
     start = time.perf_counter()
@@ -233,7 +257,7 @@ def main() -> None:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
-        **TINY_T5,
+        **architecture(args.d_model, args.layers),
     )
     model = T5ForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)

@@ -138,6 +138,24 @@ def test_pretraining_targets_end_with_the_end_token_unless_cut():
     assert kept[1, :31].tolist() == labels[1, :31].tolist()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--task-share", "1.5"], "--task-share is a share of functions"),
+        (["--d-model", "100"], "--d-model must be a multiple of the head size 32"),
+    ],
+)
+def test_pretraining_script_refuses_bad_settings_with_a_message(tmp_path, flags, message):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), *flags, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_pretraining_is_reproducible(tmp_path: Path):
     files = {f"pkg/m{i}.py": UNRELATED.replace("values", f"values{i}") for i in range(4)}
@@ -160,6 +178,10 @@ def test_pretraining_is_reproducible(tmp_path: Path):
                 "3",
                 "--task-share",
                 "0.5",
+                "--d-model",
+                "64",
+                "--layers",
+                "1",
                 "--out",
                 str(out),
             ],
@@ -169,6 +191,9 @@ def test_pretraining_is_reproducible(tmp_path: Path):
         outputs.append((out / "model.safetensors").read_bytes())
         summary = json.loads((out / "pretraining.json").read_text())
         assert summary["examples_by_origin"]["site"] == 3
+        config = json.loads((out / "config.json").read_text())
+        assert (config["d_model"], config["d_ff"], config["num_heads"]) == (64, 256, 2)
+        assert (config["num_layers"], config["num_decoder_layers"]) == (1, 1)
     assert outputs[0] == outputs[1]
 
 
