@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import T5Config, T5ForConditionalGeneration
 
 from benchmark.config import ModelConfig
 from benchmark.data import STRIPPERS
@@ -138,6 +139,18 @@ def test_pretraining_targets_end_with_the_end_token_unless_cut():
     assert kept[1, :31].tolist() == labels[1, :31].tolist()
 
 
+def test_the_scripts_default_architecture_is_the_committed_one_and_width_scales_it():
+    architecture = _pretraining_script().architecture
+    committed = json.loads((DEMO_MODEL / "config.json").read_text())
+    default = architecture(128, 2)
+    assert {k: committed[k] for k in default} == default
+    wider = architecture(64, 1)
+    assert (wider["d_model"], wider["d_ff"], wider["num_heads"], wider["d_kv"]) == (64, 256, 2, 32)
+    assert (wider["num_layers"], wider["num_decoder_layers"]) == (1, 1)
+    config = T5Config(vocab_size=100, **wider)
+    assert T5ForConditionalGeneration(config).config.num_decoder_layers == 1
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -178,10 +191,6 @@ def test_pretraining_is_reproducible(tmp_path: Path):
                 "3",
                 "--task-share",
                 "0.5",
-                "--d-model",
-                "64",
-                "--layers",
-                "1",
                 "--out",
                 str(out),
             ],
@@ -191,9 +200,6 @@ def test_pretraining_is_reproducible(tmp_path: Path):
         outputs.append((out / "model.safetensors").read_bytes())
         summary = json.loads((out / "pretraining.json").read_text())
         assert summary["examples_by_origin"]["site"] == 3
-        config = json.loads((out / "config.json").read_text())
-        assert (config["d_model"], config["d_ff"], config["num_heads"]) == (64, 256, 2)
-        assert (config["num_layers"], config["num_decoder_layers"]) == (1, 1)
     assert outputs[0] == outputs[1]
 
 
