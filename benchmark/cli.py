@@ -195,7 +195,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompts:
         raise UsageError("give at least one docstring, as an argument or one per line on stdin")
     model = mlflow.pyfunc.load_model(args.model_uri)
-    params = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+    asked = {
+        "max_new_tokens": args.max_new_tokens,
+        "num_beams": args.num_beams,
+        "length_penalty": args.length_penalty,
+    }
+    if args.length_penalty is not None and args.num_beams == 1:
+        raise UsageError(
+            f"--length-penalty {args.length_penalty} only acts in beam search: drop it, or set "
+            "--num-beams above 1"
+        )
+    params = {k: v for k, v in asked.items() if v is not None}  # the rest: the model's own
     result = model.predict(pd.DataFrame({"prompt": prompts}), params=params)
     for prompt, code in zip(prompts, result["code"]):
         if len(prompts) > 1:
@@ -283,8 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--model-uri", required=True, help="an MLflow model URI")
     gen.add_argument("prompt", nargs="*", help="docstrings (default: one per line on stdin)")
-    gen.add_argument("--max-new-tokens", type=int, default=128, help="generation length cap")
-    gen.add_argument("--num-beams", type=int, default=1, help="beam search width (1 = greedy)")
+    gen.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="generation length cap (default: the setting the model was evaluated with)",
+    )
+    gen.add_argument(
+        "--num-beams",
+        type=int,
+        help="beam search width, 1 = greedy (default: the model's evaluation setting)",
+    )
+    gen.add_argument(
+        "--length-penalty",
+        type=float,
+        help="beam search only: above 1 favours longer code (default: the model's setting)",
+    )
     gen.set_defaults(func=cmd_generate)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -34,6 +35,10 @@ class DataConfig:
     # A target cut at max_target_length loses its end-of-sequence token, so the model is never
     # taught to stop mid-function; true keeps it (CodeXGLUE's recipe).
     eos_after_cut: bool = False
+    # Leave training pairs whose code does not fit in max_target_length tokens (end token
+    # included) out of training, so every target the model learns from ends; the validation
+    # loss and the evaluation keep every example.
+    skip_long_targets: bool = False
     apply_csn_filters: bool = True
     skip_bad_rows: bool = False
 
@@ -78,6 +83,9 @@ class EvalConfig:
     batch_size: int = 32
     max_new_tokens: int = 128
     num_beams: int = 1
+    # Beam search only: a beam's score is its log-probability over its length to this power,
+    # so above 1 longer beams win more often (transformers' `length_penalty`).
+    length_penalty: float = 1.0
     metrics: list[str] = field(default_factory=lambda: ["all"])
     humaneval: bool = False  # also run HumanEval (Python tasks): pass@1 and pass@10
     humaneval_samples: int = 10
@@ -273,6 +281,15 @@ def validate(config: RunConfig) -> None:
         ),
         (config.eval.max_new_tokens >= 1, "eval.max_new_tokens must be at least 1"),
         (config.eval.num_beams >= 1, "eval.num_beams must be at least 1"),
+        (
+            config.eval.length_penalty == 1.0 or config.eval.num_beams > 1,
+            f"eval.length_penalty={config.eval.length_penalty} only acts in beam search: set "
+            "eval.num_beams above 1, or leave the penalty at 1.0",
+        ),
+        (
+            math.isfinite(config.eval.length_penalty),
+            "eval.length_penalty must be a finite number",
+        ),
         (
             config.protocol in ("fresh", "sequential"),
             "protocol must be fresh (a new model per language) or sequential (one model "

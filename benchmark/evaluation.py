@@ -115,6 +115,12 @@ def _generate(
     return outputs
 
 
+def beam_settings(num_beams: int, length_penalty: float) -> dict[str, float]:
+    """The length penalty for `generate`, only in beam search (greedy search has no use for it
+    and transformers warns about it there)."""
+    return {"length_penalty": length_penalty} if num_beams > 1 else {}
+
+
 @dataclass
 class EvalResult:
     language: str
@@ -165,6 +171,7 @@ def evaluate(
         batch_size=config.batch_size,
         desc=f"{language} eval",
         shard=True,
+        **beam_settings(config.num_beams, config.length_penalty),
     )
     generation_time = time.perf_counter() - start
     if not distributed.state().is_main_process:  # the main process scores the gathered predictions

@@ -64,6 +64,7 @@ def signature(config: RunConfig) -> ModelSignature:
             [
                 ParamSpec("max_new_tokens", "long", config.eval.max_new_tokens),
                 ParamSpec("num_beams", "long", config.eval.num_beams),
+                ParamSpec("length_penalty", "double", config.eval.length_penalty),
                 ParamSpec("do_sample", "boolean", False),
                 ParamSpec("temperature", "double", 1.0),
                 ParamSpec("top_p", "double", 1.0),
@@ -107,6 +108,7 @@ def write_bundle(
         "generation": {
             "max_new_tokens": config.eval.max_new_tokens,
             "num_beams": config.eval.num_beams,
+            "length_penalty": config.eval.length_penalty,
             "do_sample": False,
             "temperature": 1.0,
             "top_p": 1.0,

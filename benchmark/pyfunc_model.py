@@ -18,6 +18,7 @@ from mlflow.pyfunc import PythonModel
 PARAM_LIMITS = {
     "max_new_tokens": (1, 1024),
     "num_beams": (1, 16),
+    "length_penalty": (-10.0, 10.0),
     "temperature": (1e-4, 10.0),
     "top_p": (1e-4, 1.0),
 }
@@ -39,7 +40,7 @@ class AdaptedCodeModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        from benchmark.evaluation import generate
+        from benchmark.evaluation import beam_settings, generate
 
         prompts = self._prompts(model_input)
         settings = self._generation_settings(params or {})
@@ -60,6 +61,7 @@ class AdaptedCodeModel(PythonModel):
             batch_size=self.meta["batch_size"],
             progress=False,
             **sampling,
+            **beam_settings(settings["num_beams"], settings["length_penalty"]),
         )
         return pd.DataFrame({"code": codes})
 
@@ -93,7 +95,10 @@ class AdaptedCodeModel(PythonModel):
         return prompts
 
     def _generation_settings(self, params: dict[str, Any]) -> dict[str, Any]:
-        settings = dict(self.meta["generation"])
+        # Bundles written before the length penalty was a setting decode with transformers' 1.0.
+        # MLflow fills what a request leaves out from the signature's defaults, so a penalty
+        # cannot be told apart from the model's own: with one beam it is ignored, not refused.
+        settings = {"length_penalty": 1.0, **self.meta["generation"]}
         settings.update({k: v for k, v in params.items() if v is not None})
         for name, (low, high) in PARAM_LIMITS.items():
             value = settings[name]

@@ -25,7 +25,7 @@ from benchmark.config import RunConfig, UsageError
 from benchmark.data import TaskData, load_tasks
 from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
 from benchmark.models import BaseModelInfo, load_base
-from benchmark.training import encode, make_accelerator, train
+from benchmark.training import encode, fitting, make_accelerator, train
 from metrics import MetricResult
 
 log = logging.getLogger("adaptbench")
@@ -293,7 +293,23 @@ def _train_task(
     lang, data, tokenizer = task.language, config.data, adapted.tokenizer
     set_seed(config.train.seed)
     lengths = (data.max_source_length, data.max_target_length, data.eos_after_cut)
-    train_features = encode(task.train, tokenizer, *lengths)
+    train_examples = task.train
+    if data.skip_long_targets:
+        train_examples = fitting(task.train, tokenizer, data.max_target_length)
+        log.info(
+            "%s: %d of %d training pairs fit in %d target tokens; the rest are left out "
+            "(data.skip_long_targets)",
+            lang,
+            len(train_examples),
+            len(task.train),
+            data.max_target_length,
+        )
+        if not train_examples:
+            raise UsageError(
+                f"no {lang} training pair fits in data.max_target_length="
+                f"{data.max_target_length} tokens: raise it, or set data.skip_long_targets=false"
+            )
+    train_features = encode(train_examples, tokenizer, *lengths)
     val_features = encode(task.validation, tokenizer, *lengths)
     main = distributed.is_main()
     skip = {}
@@ -334,6 +350,7 @@ def _train_task(
         per_process = config.train.batch_size / world
         tracking.log_params(
             {
+                f"data.{lang}.trained_examples": len(train_examples),
                 "train.memory_kind": result.memory_kind,
                 "train.num_processes": world,
                 "train.per_process_batch_size": (

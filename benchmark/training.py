@@ -62,6 +62,16 @@ def encode(
     return [Feature(s, t) for s, t in zip(sources["input_ids"], labels)]
 
 
+def fitting(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_target: int
+) -> list[Example]:
+    """The examples whose code fits in `max_target` tokens, its end token included (in order)."""
+    if not examples:
+        return []
+    ids = tokenizer([ex.code for ex in examples], max_length=max_target + 1, truncation=True)
+    return [ex for ex, x in zip(examples, ids["input_ids"]) if len(x) <= max_target]
+
+
 def target_ids(
     tokenizer: PreTrainedTokenizerBase, codes: list[str], max_target: int, eos_after_cut: bool
 ) -> list[list[int]]:

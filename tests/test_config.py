@@ -43,6 +43,8 @@ def test_overrides_are_typed():
         ({"bogus.x": "1"}, "unknown setting 'bogus.x'"),
         ({"train.mixed_precision": "fp8"}, "no, bf16, fp16"),
         ({"data.skip_bad_rows": "maybe"}, "expected true or false"),
+        ({"eval.length_penalty": "2", "eval.num_beams": "1"}, "only acts in beam search"),
+        ({"eval.length_penalty": "nan", "eval.num_beams": "4"}, "finite number"),
     ],
 )
 def test_bad_values_name_the_setting(overrides, message):

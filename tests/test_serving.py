@@ -70,8 +70,12 @@ def test_three_request_forms_give_the_same_code(server: str, body: dict):
             "max_new_tokens",
         ),
         ({"dataframe_records": [{"prompt": "x"}], "params": {"top_p": 3.0}}, "top_p"),
+        (
+            {"dataframe_records": [{"prompt": "x"}], "params": {"length_penalty": 30.0}},
+            "length_penalty",
+        ),
     ],
-    ids=["no-prompt", "non-string", "too-many-rows", "max-new-tokens", "top-p"],
+    ids=["no-prompt", "non-string", "too-many-rows", "max-new-tokens", "top-p", "length-penalty"],
 )
 def test_bad_requests_get_400_naming_the_problem(server: str, body: dict, fragment: str):
     answer = requests.post(f"{server}/invocations", json=body, timeout=60)

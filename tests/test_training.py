@@ -17,6 +17,7 @@ from benchmark.training import (
     TrainingDiverged,
     collate,
     encode,
+    fitting,
     make_accelerator,
     train,
 )
@@ -175,6 +176,25 @@ def test_a_cut_target_has_no_end_token_and_a_whole_one_keeps_it():
     ex = Example("x", "python", "Add.", exact)
     assert encode([ex], tokenizer, 16, len(ids) - 1)[0].labels == ids[:-1]
     assert encode([ex], tokenizer, 16, len(ids))[0].labels == ids
+
+
+def test_fitting_keeps_exactly_the_examples_whose_target_ends():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
+    codes = [f"def f{i}(x):\n" + "    x = x + 1\n" * i + "    return x" for i in range(12)]
+    examples = [Example(str(i), "python", "Add.", code) for i, code in enumerate(codes)]
+    lengths = [len(tokenizer(code)["input_ids"]) for code in codes]  # end token included
+    limit = sorted(lengths)[6]  # a limit some codes meet exactly
+    kept = fitting(examples, tokenizer, limit)
+    assert [ex.id for ex in kept] == [ex.id for ex, n in zip(examples, lengths) if n <= limit]
+    assert 0 < len(kept) < len(examples) and limit in [lengths[int(ex.id)] for ex in kept]
+    # What is kept is what the encoder leaves whole: every target ends with the end token.
+    eos = tokenizer.eos_token_id
+    assert all(f.labels[-1] == eos for f in encode(kept, tokenizer, 16, limit))
+    dropped = [ex for ex in examples if ex not in kept]
+    assert all(f.labels[-1] != eos for f in encode(dropped, tokenizer, 16, limit))
+    assert fitting([], tokenizer, limit) == []
 
 
 @pytest.mark.slow
