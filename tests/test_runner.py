@@ -49,6 +49,8 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
             assert f"{lang}/{key}" in metrics, f"{lang}/{key}"
         assert len(params[f"data.{lang}.fingerprint"]) == 64
         assert params[f"data.{lang}.train_examples"] == "32"
+        # the demo trains on whole functions only; the fixture's are all shorter than 128 tokens
+        assert params[f"data.{lang}.trained_examples"] == "32"
         history = client.get_metric_history(run_id, f"{lang}/train/loss")
         assert [m.step for m in history] == [1, 2, 3, 4]
     assert len(client.get_metric_history(run_id, "train/loss")) == 8
@@ -69,6 +71,8 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
     ):
         assert key in params, key
     assert 0 < float(params["trainable_share"]) < 1
+    # the demo decodes with 4 beams and a length penalty: the logged model below must too
+    assert (params["eval.num_beams"], params["eval.length_penalty"]) == ("4", "2.0")
     assert tags["preset"] == "demo" and tags["protocol"] == "fresh" and tags["git_commit"]
     inputs = {(d.dataset.name, t.value) for d in record.inputs.dataset_inputs for t in d.tags}
     assert ("python-training", "training") in inputs
@@ -163,3 +167,57 @@ def test_humaneval_task_and_model_registration(mlflow_store: str, csn_tree: Path
     assert 0.0 <= record.data.metrics["python/humaneval/pass_at_1"] <= 1.0
     assert "pass_at_10" not in " ".join(record.data.metrics)  # k > n is not estimable
     assert "sandbox" in record.data.params["metric.humaneval.signature"]
+
+
+def test_long_targets_are_left_out_of_training_but_not_of_evaluation(
+    mlflow_store: str, tmp_path: Path
+):
+    from benchmark.config import UsageError
+    from benchmark.data import load_tasks
+    from benchmark.models import DEMO_MODEL, _tokenizer
+    from benchmark.training import fitting
+    from tests.conftest import SMALL_RUN
+
+    overrides = {
+        **SMALL_RUN,
+        "languages": "python",
+        "data.train_size": "24",
+        "data.max_target_length": "64",
+    }
+    config = make_config("lora", "demo", overrides)
+    assert config.data.skip_long_targets  # the demo preset's setting
+    train = load_tasks(["python"], config.data)["python"].train
+    kept = fitting(train, _tokenizer(str(DEMO_MODEL)), 64)
+    assert 0 < len(kept) < len(train) == 24  # the bundled sample has both kinds
+    run_id = run(config)
+    client = MlflowClient()
+    params = client.get_run(run_id).data.params
+    assert params["data.python.train_examples"] == "24"
+    assert params["data.python.trained_examples"] == str(len(kept))
+    steps = client.get_metric_history(run_id, "python/train/loss")
+    assert len(steps) == -(-len(kept) // 8)  # one epoch of batches of 8 over the kept pairs
+    assert len(_table(client, run_id, "python", tmp_path)) == 6  # every eval example
+
+    with pytest.raises(UsageError, match="no python training pair fits"):
+        run(make_config("lora", "demo", {**overrides, "data.max_target_length": "2"}))
+
+
+def test_generate_command_decodes_as_the_run_evaluated(demo_run: dict, tmp_path: Path, capsys):
+    from benchmark.cli import main
+
+    mlflow.set_tracking_uri(demo_run["uri"])
+    client = MlflowClient()
+    uri = client.get_run(demo_run["run_id"]).data.tags["python.model_uri"]
+    row = _table(client, demo_run["run_id"], "python", tmp_path).iloc[0]
+    # No decoding flags: the model's own (4 beams, length penalty 2, the run's token cap), so the
+    # code is the one the evaluation scored.
+    assert main(["generate", "--model-uri", uri, row["docstring"]]) == 0
+    assert capsys.readouterr().out == row["prediction"] + "\n"
+    assert main(["generate", "--model-uri", uri, "--num-beams", "1", row["docstring"]]) == 0
+    greedy = capsys.readouterr().out
+    assert (
+        main(["generate", "--model-uri", uri, "--num-beams", "1", "--length-penalty", "2", "x"])
+        == 2
+    )
+    assert "--length-penalty 2.0 only acts in beam search" in capsys.readouterr().err
+    assert greedy != row["prediction"] + "\n"  # the flags reach the model
