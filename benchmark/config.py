@@ -282,13 +282,13 @@ def validate(config: RunConfig) -> None:
         (config.eval.max_new_tokens >= 1, "eval.max_new_tokens must be at least 1"),
         (config.eval.num_beams >= 1, "eval.num_beams must be at least 1"),
         (
+            math.isfinite(config.eval.length_penalty),
+            "eval.length_penalty must be a finite number",
+        ),
+        (
             config.eval.length_penalty == 1.0 or config.eval.num_beams > 1,
             f"eval.length_penalty={config.eval.length_penalty} only acts in beam search: set "
             "eval.num_beams above 1, or leave the penalty at 1.0",
-        ),
-        (
-            math.isfinite(config.eval.length_penalty),
-            "eval.length_penalty must be a finite number",
         ),
         (
             config.protocol in ("fresh", "sequential"),
