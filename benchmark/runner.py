@@ -291,6 +291,9 @@ def _train_task(
 ) -> int:
     """Train on one language; logs the curves and costs under `<lang>/`; returns the steps."""
     lang, data, tokenizer = task.language, config.data, adapted.tokenizer
+    if methods.count_parameters(adapted.model)[0] == 0:  # `none`: the base as it is
+        log.info("%s: the method trains no parameter; training skipped", lang)
+        return 0
     set_seed(config.train.seed)
     lengths = (data.max_source_length, data.max_target_length, data.eos_after_cut)
     train_examples = task.train

@@ -221,3 +221,36 @@ def test_generate_command_decodes_as_the_run_evaluated(demo_run: dict, tmp_path:
     )
     assert "--length-penalty 2.0 only acts in beam search" in capsys.readouterr().err
     assert greedy != row["prediction"] + "\n"  # the flags reach the model
+
+
+def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp_path: Path):
+    from benchmark.data import load_tasks
+    from benchmark.evaluation import beam_settings, generate
+    from benchmark.models import load_base
+    from tests.conftest import SMALL_RUN
+
+    config = make_config("none", "demo", {**SMALL_RUN, "languages": "python"})
+    run_id = run(config)
+    client = MlflowClient()
+    record = client.get_run(run_id)
+    assert record.data.params["trainable_params"] == "0"
+    assert not client.get_metric_history(run_id, "python/train/loss")
+    assert "python/train_time_s" not in record.data.metrics  # no training cost to report
+    # Its predictions are the untouched base's, decoded as the preset decodes.
+    base, tokenizer, _ = load_base(config.model)
+    examples = load_tasks(["python"], config.data)["python"].evaluation
+    expected = generate(
+        base,
+        tokenizer,
+        [ex.docstring for ex in examples],
+        config.data.max_source_length,
+        max_new_tokens=config.eval.max_new_tokens,
+        num_beams=config.eval.num_beams,
+        progress=False,
+        **beam_settings(config.eval.num_beams, config.eval.length_penalty),
+    )
+    assert _table(client, run_id, "python", tmp_path)["prediction"].tolist() == expected
+    # The logged model serves the same base: its bundle holds no trained tensor.
+    served = mlflow.pyfunc.load_model(record.data.tags["python.model_uri"])
+    prompts = pd.DataFrame({"prompt": [ex.docstring for ex in examples[:2]]})
+    assert served.predict(prompts)["code"].tolist() == expected[:2]

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 def test_default_suite_is_every_method_that_runs_without_settings():
     names = [c.method for c in plan("demo", [], [42], {})]
-    assert names == ["ffn_expansion", "full_layer", "hybrid", "lora"]
+    assert names == ["ffn_expansion", "full_layer", "hybrid", "lora", "none"]
     seeds = [(c.method, c.train.seed) for c in plan("demo", ["lora"], [1, 2], {})]
     assert seeds == [("lora", 1), ("lora", 2)]
 
