@@ -122,10 +122,13 @@ def cmd_suite(args: argparse.Namespace) -> int:
     if not args.no_report:
         from reports.compare import build_report
 
+        ran = {c.method for c in configs}
+        reference = args.reference or ("none" if "none" in ran else "lora")
         out = build_report(
             experiment=configs[0].experiment,
             filter_string=f"tags.preset = '{args.preset}'",
             out_dir=args.out,
+            reference=reference,
         )
         print(f"report: {out / 'comparison.html'} (and comparison.md)")
     print(
@@ -258,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds")
     suite.add_argument("--out", default="reports/latest", help="report folder")
     suite.add_argument("--no-report", action="store_true", help="skip the comparison report")
+    suite.add_argument(
+        "--reference",
+        default="",
+        help="method the report tests the others against (default: none, the base as it is, "
+        "when it ran, else lora)",
+    )
     _add_run_options(suite)
     suite.set_defaults(func=cmd_suite)
 

@@ -29,7 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
     parser.add_argument("--filter", default="tags.preset = 'demo'", help="MLflow filter string")
-    parser.add_argument("--reference", default="lora", help="method the others are tested against")
+    parser.add_argument(
+        "--reference", default="none", help="method the others are tested against (none: the base)"
+    )
     parser.add_argument("--out", default=str(ROOT / "reports" / "latest"), help="report folder")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the plots are copied")
     parser.add_argument("--language", default="python", help="whose plots to copy")

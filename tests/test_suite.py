@@ -33,3 +33,21 @@ def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, c
     parent = failed.data.tags["mlflow.parentRunId"]
     assert finished.data.tags["mlflow.parentRunId"] == parent
     assert client.get_run(parent).data.tags["adaptbench.kind"] == "suite"
+
+
+def test_suite_report_tests_methods_against_the_base(
+    mlflow_store: str, csn_tree: Path, tmp_path: Path, capsys
+):
+    from benchmark.cli import main
+
+    settings = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "python"}
+    args = [part for k, v in settings.items() for part in ("--set", f"{k}={v}")]
+    out = tmp_path / "report"
+    code = main(["suite", "--preset", "demo", "--methods", "none,lora", "--out", str(out), *args])
+    assert code == 0, capsys.readouterr().err
+    report = (out / "comparison.md").read_text()
+    # `none` ran, so every method is paired with the base, not with lora.
+    assert "### python: difference from none" in report
+    assert "difference from lora" not in report
+    differences = report.split("### python: difference from none")[1].split("###")[0]
+    assert "| lora |" in differences and "| none |" not in differences
