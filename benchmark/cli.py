@@ -257,7 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         "one suite run; a failed method is recorded as a failed run and the suite goes on. "
         "Then write the comparison report.",
     )
-    suite.add_argument("--methods", default="", help="comma-separated methods (default: all)")
+    suite.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods (default: every method that needs no settings, and none, "
+        "the base as it is)",
+    )
     suite.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds")
     suite.add_argument("--out", default="reports/latest", help="report folder")
     suite.add_argument("--no-report", action="store_true", help="skip the comparison report")
