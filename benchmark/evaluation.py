@@ -31,13 +31,18 @@ def generate(
     desc: str = "generate",
     progress: bool = True,
     shard: bool = False,
+    length_penalty: float = 1.0,
     **generate_kwargs,
 ) -> list[str]:
     """Code for each prompt, in input order; prompts are batched by length to cut padding.
 
-    With `shard`, when launched on several processes, each generates a contiguous share and
-    every process gets the whole list back, in order (every process must call it).
+    `length_penalty` acts in beam search only (greedy search has no use for it, and transformers
+    warns about it there). With `shard`, when launched on several processes, each generates a
+    contiguous share and every process gets the whole list back, in order (every process must
+    call it).
     """
+    if num_beams > 1:
+        generate_kwargs["length_penalty"] = length_penalty
     state = distributed.state()
     if shard and state.num_processes > 1:
         with state.split_between_processes(prompts, apply_padding=True) as share:
@@ -115,12 +120,6 @@ def _generate(
     return outputs
 
 
-def beam_settings(num_beams: int, length_penalty: float) -> dict[str, float]:
-    """The length penalty for `generate`, only in beam search (greedy search has no use for it
-    and transformers warns about it there)."""
-    return {"length_penalty": length_penalty} if num_beams > 1 else {}
-
-
 @dataclass
 class EvalResult:
     language: str
@@ -171,7 +170,7 @@ def evaluate(
         batch_size=config.batch_size,
         desc=f"{language} eval",
         shard=True,
-        **beam_settings(config.num_beams, config.length_penalty),
+        length_penalty=config.length_penalty,
     )
     generation_time = time.perf_counter() - start
     if not distributed.state().is_main_process:  # the main process scores the gathered predictions

@@ -40,7 +40,7 @@ class AdaptedCodeModel(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        from benchmark.evaluation import beam_settings, generate
+        from benchmark.evaluation import generate
 
         prompts = self._prompts(model_input)
         settings = self._generation_settings(params or {})
@@ -61,7 +61,7 @@ class AdaptedCodeModel(PythonModel):
             batch_size=self.meta["batch_size"],
             progress=False,
             **sampling,
-            **beam_settings(settings["num_beams"], settings["length_penalty"]),
+            length_penalty=settings["length_penalty"],
         )
         return pd.DataFrame({"code": codes})
 

@@ -65,11 +65,12 @@ def encode(
 def fitting(
     examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_target: int
 ) -> list[Example]:
-    """The examples whose code fits in `max_target` tokens, its end token included (in order)."""
+    """The examples whose code fits in `max_target` tokens, its end token included (in order):
+    those whose target, cut by the one rule of `target_ids`, still ends with the end token."""
     if not examples:
         return []
-    ids = tokenizer([ex.code for ex in examples], max_length=max_target + 1, truncation=True)
-    return [ex for ex, x in zip(examples, ids["input_ids"]) if len(x) <= max_target]
+    labels = target_ids(tokenizer, [ex.code for ex in examples], max_target, eos_after_cut=False)
+    return [ex for ex, x in zip(examples, labels) if x[-1] == tokenizer.eos_token_id]
 
 
 def target_ids(

@@ -225,7 +225,7 @@ def test_generate_command_decodes_as_the_run_evaluated(demo_run: dict, tmp_path:
 
 def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp_path: Path):
     from benchmark.data import load_tasks
-    from benchmark.evaluation import beam_settings, generate
+    from benchmark.evaluation import generate
     from benchmark.models import load_base
     from tests.conftest import SMALL_RUN
 
@@ -247,7 +247,7 @@ def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp
         max_new_tokens=config.eval.max_new_tokens,
         num_beams=config.eval.num_beams,
         progress=False,
-        **beam_settings(config.eval.num_beams, config.eval.length_penalty),
+        length_penalty=config.eval.length_penalty,
     )
     assert _table(client, run_id, "python", tmp_path)["prediction"].tolist() == expected
     # The logged model serves the same base: its bundle holds no trained tensor.
