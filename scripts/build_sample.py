@@ -315,7 +315,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "data" / "sample"), help="output folder")
     parser.add_argument("--train", type=int, default=1000, help="train examples per language")
     parser.add_argument("--valid", type=int, default=200, help="validation examples per language")
-    parser.add_argument("--test", type=int, default=200, help="test examples per language")
+    parser.add_argument("--test", type=int, default=400, help="test examples per language")
     parser.add_argument("--seed", type=int, default=42, help="sampling seed")
     args = parser.parse_args()
     start = time.perf_counter()
