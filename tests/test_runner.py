@@ -72,7 +72,7 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
         assert key in params, key
     assert 0 < float(params["trainable_share"]) < 1
     # the demo decodes with 4 beams and a length penalty: the logged model below must too
-    assert (params["eval.num_beams"], params["eval.length_penalty"]) == ("4", "2.0")
+    assert (params["eval.num_beams"], params["eval.length_penalty"]) == ("4", "1.2")
     assert tags["preset"] == "demo" and tags["protocol"] == "fresh" and tags["git_commit"]
     inputs = {(d.dataset.name, t.value) for d in record.inputs.dataset_inputs for t in d.tags}
     assert ("python-training", "training") in inputs
