@@ -180,9 +180,8 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise UsageError(
-            f"unknown {where} field(s): {', '.join(unknown)}. Known fields: {', '.join(names)}"
-        )
+        known = f"Known fields: {', '.join(names)}" if names else "It takes no settings"
+        raise UsageError(f"unknown {where} field(s): {', '.join(unknown)}. {known}")
     kwargs = {k: coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
 

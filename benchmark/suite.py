@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 
 import methods
-from benchmark.config import RunConfig, make_config
+from benchmark.config import RunConfig, UsageError, make_config
 from benchmark.runner import run
 
 log = logging.getLogger("adaptbench")
@@ -33,10 +33,21 @@ def plan(
         n for n in methods.available() if methods.method_class(n).in_default_suite
     ]
     configs = []
+    method_settings = sorted(k for k in overrides if k.startswith("method."))
+    others = {k: v for k, v in overrides.items() if k not in method_settings}
     for name in names:
         for seed in seeds:
-            config = make_config(name, preset, {**overrides, "train.seed": seed})
-            methods.get_method(name, config.method_options)  # a bad option fails now, not later
+            make_config(name, preset, {**others, "train.seed": seed})  # its own errors as they are
+            try:
+                config = make_config(name, preset, {**overrides, "train.seed": seed})
+                methods.get_method(name, config.method_options)  # a bad option fails now
+            except UsageError as err:
+                if not method_settings:
+                    raise
+                raise UsageError(
+                    f"{err}. In a suite, {', '.join(method_settings)} applies to every method: "
+                    f"run the methods it fits on their own (--methods), not {name!r}"
+                ) from err
             configs.append(config)
     return configs
 

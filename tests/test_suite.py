@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from benchmark.config import UsageError
 from benchmark.suite import plan, run_suite
 from tests.conftest import SMALL_RUN
 
@@ -18,6 +19,23 @@ def test_default_suite_is_every_method_that_runs_without_settings():
     assert names == ["ffn_expansion", "full_layer", "hybrid", "lora", "none"]
     seeds = [(c.method, c.train.seed) for c in plan("demo", ["lora"], [1, 2], {})]
     assert seeds == [("lora", 1), ("lora", 2)]
+
+
+def test_a_method_setting_that_a_suite_method_lacks_is_refused_with_the_way_out():
+    """`--set method.stack=encoder` with the default suite: none takes no settings and lora has
+    no stack; the refusal says so and that a method.* setting goes to every method."""
+    with pytest.raises(UsageError) as refused:
+        plan("demo", ["hybrid", "none"], [42], {"method.stack": "encoder"})
+    message = str(refused.value)
+    assert "method 'none'" in message and "takes no settings" in message
+    assert "method.stack applies to every method" in message and "--methods" in message
+    with pytest.raises(UsageError, match="Known fields: .*r.*applies to every method"):
+        plan("demo", ["lora"], [42], {"method.stack": "encoder"})
+    with pytest.raises(UsageError) as other:  # a setting of another section: no such advice
+        plan("demo", ["hybrid"], [42], {"method.stack": "encoder", "train.epochs": "x"})
+    assert "train.epochs" in str(other.value) and "every method" not in str(other.value)
+    (config,) = plan("demo", ["hybrid"], [42], {"method.stack": "encoder"})
+    assert config.method_options["stack"] == "encoder"
 
 
 def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, csn_tree: Path):
