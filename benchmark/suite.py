@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -34,18 +35,18 @@ def plan(
     ]
     configs = []
     method_settings = sorted(k for k in overrides if k.startswith("method."))
-    others = {k: v for k, v in overrides.items() if k not in method_settings}
     for name in names:
         for seed in seeds:
-            make_config(name, preset, {**others, "train.seed": seed})  # its own errors as they are
+            config = make_config(name, preset, {**overrides, "train.seed": seed})
             try:
-                config = make_config(name, preset, {**overrides, "train.seed": seed})
                 methods.get_method(name, config.method_options)  # a bad option fails now
             except UsageError as err:
-                if not method_settings:
+                fields = {f.name for f in dataclasses.fields(methods.method_class(name).Config)}
+                lacking = [k for k in method_settings if k.removeprefix("method.") not in fields]
+                if not lacking:  # a bad value, not a setting the method lacks
                     raise
                 raise UsageError(
-                    f"{err}. In a suite, {', '.join(method_settings)} applies to every method: "
+                    f"{err}. In a suite, {', '.join(lacking)} applies to every method: "
                     f"run the methods it fits on their own (--methods), not {name!r}"
                 ) from err
             configs.append(config)
