@@ -22,6 +22,14 @@ _REGISTRY: dict[str, type[Method]] = {}
 _DISCOVERED = False
 
 
+def refuse(checks: list[tuple[bool, str]]) -> None:
+    """A method setting's range check, for its Config's `__post_init__`: the first failed check's
+    message, as a UsageError, so a run or a suite refuses it before anything loads or trains."""
+    for ok, message in checks:
+        if not ok:
+            raise UsageError(message)
+
+
 class WeightsMismatchError(ValueError):
     """Trained weights that do not fit the base model they are loaded onto."""
 

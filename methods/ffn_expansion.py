@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from methods import Method, register
+from methods import Method, refuse, register
 
 
 @dataclass
@@ -27,6 +27,26 @@ class FfnExpansionSettings:
     )
     scale: float = field(default=0.1, metadata={"help": "multiplies the path's output"})
     init_std: float = field(default=0.02, metadata={"help": "std of the up-projection's init"})
+
+    def __post_init__(self) -> None:
+        refuse(
+            [
+                (
+                    self.expansion_dim >= 1,
+                    f"method.expansion_dim must be at least 1, got {self.expansion_dim}",
+                ),
+                (
+                    self.dropout is None or 0 <= self.dropout < 1,
+                    f"method.dropout must be in [0, 1) (or none: the model's), got {self.dropout}",
+                ),
+                (
+                    self.init_std > 0,
+                    f"method.init_std must be positive, got {self.init_std}: the down-projection "
+                    "starts at zero, so a zero up-projection would leave the path without a "
+                    "gradient",
+                ),
+            ]
+        )
 
 
 def ffn_kind(ffn: nn.Module, where: str) -> str:

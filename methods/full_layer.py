@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers.models.t5.modeling_t5 import T5Block
 
-from methods import Method, register
+from methods import Method, refuse, register
 
 STACKS = ("encoder", "decoder")
 POSITIONS = ("end", "start")
@@ -36,6 +36,24 @@ class FullLayerSettings:
             "reuses the base's frozen relative position bias)"
         },
     )
+
+    def __post_init__(self) -> None:
+        refuse(
+            [
+                (
+                    self.stack in STACKS,
+                    f"method.stack must be one of {', '.join(STACKS)}, got {self.stack!r}",
+                ),
+                (
+                    self.position in POSITIONS,
+                    f"method.position must be one of {', '.join(POSITIONS)}, got {self.position!r}",
+                ),
+                (
+                    self.num_layers >= 1,
+                    f"method.num_layers must be at least 1, got {self.num_layers}",
+                ),
+            ]
+        )
 
 
 def t5_model(model: nn.Module) -> nn.Module:
@@ -75,15 +93,8 @@ def block_attentions(block: nn.Module) -> list[nn.Module]:
 
 
 def add_blocks(model: nn.Module, settings: FullLayerSettings) -> list[nn.Parameter]:
-    """Add identity-initialised blocks to `settings.stack`; returns their own parameters."""
-    if settings.stack not in STACKS:
-        raise ValueError(f"full_layer stack must be one of {STACKS}, got {settings.stack!r}")
-    if settings.position not in POSITIONS:
-        raise ValueError(
-            f"full_layer position must be one of {POSITIONS}, got {settings.position!r}"
-        )
-    if settings.num_layers < 1:
-        raise ValueError("full_layer num_layers must be at least 1")
+    """Add identity-initialised blocks to `settings.stack` (checked when `settings` was made);
+    returns their own parameters."""
     inner = t5_model(model)
     stack = getattr(inner, settings.stack)
     new_blocks = [identity_block(stack, inner._init_weights) for _ in range(settings.num_layers)]

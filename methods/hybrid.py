@@ -16,6 +16,10 @@ class HybridSettings(FullLayerSettings, LoraSettings):
     """LoRA's fields (r, alpha, dropout, target_modules, bias) and full_layer's (num_layers,
     stack, position), flat, so `method.r=8 method.num_layers=2` both work."""
 
+    def __post_init__(self) -> None:  # both parents' checks (the MRO would find only one)
+        FullLayerSettings.__post_init__(self)
+        LoraSettings.__post_init__(self)
+
 
 @register
 class Hybrid(Method):

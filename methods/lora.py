@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
-from methods import Method, register
+from methods import Method, refuse, register
+
+BIASES = ("none", "all", "lora_only")
 
 
 @dataclass
@@ -20,6 +22,26 @@ class LoraSettings:
         metadata={"help": "module names to adapt (T5: q, k, v, o, wi, wo)"},
     )
     bias: str = field(default="none", metadata={"help": "none, all or lora_only (PEFT's)"})
+
+    def __post_init__(self) -> None:
+        refuse(
+            [
+                (self.r >= 1, f"method.r must be at least 1 (LoRA's rank), got {self.r}"),
+                (self.alpha > 0, f"method.alpha must be positive, got {self.alpha}"),
+                (
+                    0 <= self.dropout < 1,
+                    f"method.dropout must be in [0, 1), got {self.dropout}",
+                ),
+                (
+                    len(self.target_modules) > 0,
+                    "method.target_modules must name at least one module (T5: q, k, v, o, wi, wo)",
+                ),
+                (
+                    self.bias in BIASES,
+                    f"method.bias must be one of {', '.join(BIASES)}, got {self.bias!r}",
+                ),
+            ]
+        )
 
 
 def lora_config(settings: LoraSettings) -> LoraConfig:

@@ -38,6 +38,16 @@ def test_a_method_setting_that_a_suite_method_lacks_is_refused_with_the_way_out(
     assert config.method_options["stack"] == "encoder"
 
 
+def test_a_bad_method_setting_value_is_refused_before_anything_trains():
+    """A value the method refuses (not a setting it lacks) stops the plan, with no every-method
+    advice: before, full_layer trained and hybrid failed at apply, recorded as a failed run."""
+    with pytest.raises(UsageError) as refused:
+        plan("demo", ["full_layer", "hybrid"], [42], {"method.stack": "sideways"})
+    message = str(refused.value)
+    assert "method.stack must be one of encoder, decoder, got 'sideways'" in message
+    assert "every method" not in message
+
+
 def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, csn_tree: Path):
     overrides = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "python"}
     entries = run_suite(plan("demo", ["peft", "lora"], [42], overrides))

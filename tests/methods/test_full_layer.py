@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from benchmark.config import UsageError
 from methods import get_method
 from tests.methods.util import adapted, batch, tiny, train_steps
 
@@ -38,9 +39,10 @@ def test_decoder_blocks_keep_the_cache_depth_in_the_config():
 
 
 @pytest.mark.parametrize("options", [{"stack": "middle"}, {"position": "last"}, {"num_layers": 0}])
-def test_bad_placements_are_refused(options: dict):
-    with pytest.raises(ValueError, match="full_layer"):
-        get_method("full_layer", options).apply(tiny())
+def test_bad_placements_are_refused_before_any_model(options: dict):
+    ((key, value),) = options.items()
+    with pytest.raises(UsageError, match=f"method.{key} must .*got '?{value}'?"):
+        get_method("full_layer", options)
 
 
 def test_identity_at_init_in_the_decoder_at_the_start():

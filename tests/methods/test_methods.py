@@ -163,6 +163,28 @@ def test_unknown_config_field_is_named():
         get_method("lora", {"rank": "8"})
 
 
+BAD_VALUES = [
+    ("lora", "r", "0"),
+    ("lora", "alpha", "0"),
+    ("lora", "dropout", "1"),
+    ("lora", "bias", "some"),
+    ("lora", "target_modules", ""),
+    ("full_layer", "stack", "sideways"),
+    ("hybrid", "stack", "sideways"),  # full_layer's check, through hybrid's flat settings
+    ("hybrid", "r", "0"),  # and LoRA's
+    ("ffn_expansion", "expansion_dim", "0"),
+    ("ffn_expansion", "dropout", "-0.1"),
+    ("ffn_expansion", "init_std", "0"),
+]
+
+
+@pytest.mark.parametrize(("name", "key", "value"), BAD_VALUES)
+def test_a_bad_setting_value_is_refused_when_the_method_is_made(name: str, key: str, value: str):
+    """Before any model is loaded or trained: the message names the setting as a user writes it."""
+    with pytest.raises(UsageError, match=f"method.{key} must"):
+        get_method(name, {key: value})
+
+
 def test_string_options_are_coerced():
     method = get_method("lora", {"r": "8", "target_modules": "q,v", "dropout": "0"})
     assert method.config.r == 8 and method.config.target_modules == ["q", "v"]
