@@ -1,0 +1,67 @@
+"""`mlflow run .`, the way users launch the benchmark: MLproject's entry point, bin/python and
+the run that `mlflow run` opens, end to end in a subprocess (a few seconds of training)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def mlflow_run(tmp_path: Path, *params: str) -> tuple[subprocess.CompletedProcess, str]:
+    """`mlflow run <repo> -P ... --env-manager local` from an empty folder; (process, store)."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    for name in ("VIRTUAL_ENV", "CONDA_PREFIX"):  # bin/python then picks this interpreter's venv
+        env.pop(name, None)
+    args = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
+    args += ["--experiment-name", "adaptbench"]
+    for param in params:
+        args += ["-P", param]
+    process = subprocess.run(
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    return process, store
+
+
+def test_mlflow_run_trains_and_logs_the_chosen_method(tmp_path: Path):
+    process, store = mlflow_run(
+        tmp_path,
+        "method=ffn_expansion",
+        "languages=python",
+        "train_size=16",
+        "eval_size=4",
+        "epochs=1",
+        "overrides=eval.max_new_tokens=16 data.val_size=4",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("adaptbench")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["method"] == "ffn_expansion" and params["preset"] == "demo"
+    # An MLproject parameter and one in `overrides` both reach the run; an empty one changes
+    # nothing (the preset's value stays).
+    assert params["train.epochs"] == "1" and params["data.train_size"] == "16"
+    assert params["eval.max_new_tokens"] == "16" and params["data.val_size"] == "4"
+    assert params["train.learning_rate"] == "0.001"
+    assert "python/bleu" in run.data.metrics and "python/pass_rate" in run.data.metrics
+    assert run.data.tags["python.model_uri"].startswith("models:/")  # the pyfunc model
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert tables == {"eval/python_examples.json"}
+
+
+def test_mlflow_run_with_an_unknown_method_fails_saying_which_exist(tmp_path: Path):
+    process, _ = mlflow_run(tmp_path, "method=adapterz")
+    assert process.returncode != 0
+    assert "unknown method 'adapterz'" in process.stderr
+    assert "Registered methods: ffn_expansion, full_layer, hybrid, lora" in process.stderr
