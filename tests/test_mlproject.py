@@ -19,9 +19,15 @@ pytestmark = pytest.mark.slow
 def mlflow_run(tmp_path: Path, *params: str) -> tuple[subprocess.CompletedProcess, str]:
     """`mlflow run <repo> -P ... --env-manager local` from an empty folder; (process, store)."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    for name in ("VIRTUAL_ENV", "CONDA_PREFIX"):  # bin/python then picks this interpreter's venv
-        env.pop(name, None)
+    # A fresh shell's environment: no MLflow state left by the tests that ran in this process
+    # (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, which `mlflow run` would then refuse
+    # beside --experiment-name), and no active venv, so bin/python picks the project's own.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MLFLOW_") and k not in ("VIRTUAL_ENV", "CONDA_PREFIX")
+    }
+    env.update(MLFLOW_TRACKING_URI=store, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false")
     args = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
     args += ["--experiment-name", "adaptbench"]
     for param in params:
