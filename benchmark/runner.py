@@ -38,6 +38,7 @@ class Adapted:
     model: torch.nn.Module
     tokenizer: Any
     info: BaseModelInfo
+    trainable: int  # parameters the method trains (0: `none`, the base as it is)
 
 
 @dataclass
@@ -283,7 +284,7 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
                 "trainable_share": round(trainable / total, 6),
             }
         )
-    return Adapted(model, tokenizer, info)
+    return Adapted(model, tokenizer, info, trainable)
 
 
 def _train_task(
@@ -291,7 +292,7 @@ def _train_task(
 ) -> int:
     """Train on one language; logs the curves and costs under `<lang>/`; returns the steps."""
     lang, data, tokenizer = task.language, config.data, adapted.tokenizer
-    if methods.count_parameters(adapted.model)[0] == 0:  # `none`: the base as it is
+    if adapted.trainable == 0:  # `none`: the base as it is
         log.info("%s: the method trains no parameter; training skipped", lang)
         return 0
     set_seed(config.train.seed)
