@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
+import typing
 from collections.abc import Callable
+from pathlib import Path
 
 from benchmark.config import KNOWN_LANGUAGES, UsageError, available_presets, parse_overrides
 
@@ -84,7 +88,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _collect_overrides(args: argparse.Namespace) -> dict[str, str]:
-    overrides = parse_overrides([args.overrides, *args.settings])
+    overrides = parse_overrides([args.overrides]) | parse_overrides(args.settings, whole=True)
     if args.languages:
         overrides["languages"] = args.languages
     if args.experiment:
@@ -105,9 +109,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = run(config, register_as=args.register_as, resume=args.resume)
     if is_main():  # launched on several processes, one line
         print(
-            f"run {run_id} finished: open `mlflow ui` and look in experiment {config.experiment!r}"
+            f"run {run_id} finished: open `mlflow ui` and look in experiment "
+            f"{_experiment_of(run_id, config.experiment)!r}"
         )
     return 0
+
+
+def _experiment_of(run_id: str, fallback: str) -> str:
+    """The experiment the run is in: `mlflow run` and --resume choose it, not the config."""
+    try:
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient()
+        return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    except Exception:  # only a message depends on it
+        return fallback
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
@@ -164,15 +180,10 @@ def _seeds(text: str) -> list[int]:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from methods import describe
 
-    if args.model_config and not Path(args.model_config).exists():
-        raise UsageError(
-            f"--model-config {args.model_config!r} does not exist: give a transformers "
-            "config.json (e.g. tests/fixtures/codet5-small-config.json) or its folder"
-        )
+    if args.model_config:
+        _check_model_config(args.model_config)
     rows = describe(args.model_config)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -188,6 +199,41 @@ def cmd_methods(args: argparse.Namespace) -> int:
         for f in row["fields"]:
             print(f"    {f['name']} ({f['type']}, default {f['default']!r}): {f.get('help', '')}")
     return 0
+
+
+def _check_model_config(path_text: str) -> None:
+    """A `--model-config` that transformers can read as a seq2seq model's config, or a clear
+    error naming the file and its fault."""
+    path = Path(path_text)
+    advice = "give a transformers config.json (e.g. tests/fixtures/codet5-small-config.json)"
+    if not path.exists():
+        raise UsageError(f"--model-config {path_text!r} does not exist: {advice} or its folder")
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        values = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--model-config {str(file)!r} cannot be read ({err}): {advice}") from None
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"--model-config {str(file)!r} is not valid JSON ({err.msg} at line {err.lineno}, "
+            f"column {err.colno}): {advice}"
+        ) from None
+    if not isinstance(values, dict) or "model_type" not in values:
+        raise UsageError(f"--model-config {str(file)!r} has no model_type: {advice}")
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(
+            f"--model-config {str(file)!r}: transformers cannot read it ({_one_line(err)[:200]}): "
+            f"{advice}"
+        ) from None
+    if type(config) not in AutoModelForSeq2SeqLM._model_mapping:
+        raise UsageError(
+            f"--model-config {str(file)!r}: a {values['model_type']} config is not a "
+            f"sequence-to-sequence model's (T5-style): {advice}"
+        )
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -218,12 +264,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="python -m benchmark",
         description="adaptbench: fine-tune a code model with a parameter-efficient method, "
         "evaluate it and track everything in MLflow.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug logging, third-party INFO lines too"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an unexpected error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -326,30 +377,97 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class Parser(argparse.ArgumentParser):
+    """argparse that remembers its last refusal, so `main` can record it on the run `mlflow run`
+    opened (argparse prints it and exits on its own)."""
+
+    last_error = ""
+
+    def error(self, message: str) -> typing.NoReturn:
+        Parser.last_error = f"{self.prog}: error: {message}"
+        super().error(message)
+
+
+THIRD_PARTY_QUIET = ("mlflow", "transformers", "datasets", "urllib3", "httpx", "filelock")
+
+
+def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if not verbose:
+        # MLflow's INFO lines ("Skip logging GPU metrics", system metrics started/stopped) say
+        # nothing a user acts on; warnings and errors still show, and -v shows everything.
+        for name in THIRD_PARTY_QUIET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _record_on_project_run(message: str) -> None:
+    """Under `mlflow run`, leave the refusal on the run it opened (which it then marks FAILED);
+    an error the runner already recorded there is kept. Only that new run is written."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        run = client.get_run(run_id)
+        if run.info.status == "RUNNING" and "error" not in run.data.tags:
+            client.set_tag(run_id, "error", message[:5000])
+    except Exception:  # the store being unreachable is not this error's business
+        logging.getLogger("adaptbench").debug("could not record the error on %s", run_id)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run the command, and turn every error into one line (the traceback with --debug)."""
+    parser = build_parser()
+    raw = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in raw  # taken wherever it stands, before or after the command
+    Parser.last_error = ""
+    try:
+        args = parser.parse_args([a for a in raw if a != "--debug"])
+    except SystemExit as done:  # --help, or a refusal argparse has printed
+        if done.code == 2 and Parser.last_error:
+            _record_on_project_run(Parser.last_error)
+            return 2
+        raise
+    _configure_logging(args.verbose)
     from mlflow.exceptions import MlflowException
 
     from benchmark.data import DataError
     from benchmark.training import TrainingDiverged
     from methods import WeightsMismatchError
+    from reports.compare import ReportError
 
     try:
         return args.func(args)
-    except (UsageError, DataError, WeightsMismatchError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (UsageError, DataError, WeightsMismatchError, ReportError) as err:
+        message, code = _one_line(err), 2
     except MlflowException as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
+        message, code = _one_line(err.message), 2
     except TrainingDiverged as err:
-        print(f"error: training diverged: {err}", file=sys.stderr)
-        return 1
+        message, code = f"training diverged: {_one_line(err)}", 1
+    except KeyboardInterrupt:
+        message, code = "interrupted", 130
+    except Exception as err:  # a crash nobody foresaw: still one readable line
+        if debug:
+            raise
+        where = traceback.extract_tb(err.__traceback__)[-1]
+        message = (
+            f"unexpected {type(err).__name__}: {_one_line(err)} (at {Path(where.filename).name}:"
+            f"{where.lineno}; rerun with --debug for the traceback, and please report it)"
+        )
+        code = 1
+    print(f"error: {message}", file=sys.stderr)
+    if args.command == "run":
+        _record_on_project_run(message)
+    return code
 
 
 if __name__ == "__main__":

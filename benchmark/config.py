@@ -1,4 +1,9 @@
-"""Run configuration: plain dataclasses, presets as small TOML files, `key=value` overrides."""
+"""Run configuration: plain dataclasses, presets as small TOML files, `key=value` overrides.
+
+Each setting is declared once with `setting(...)`: its default, its help and its range. The range
+is checked by `make_config` before anything loads, so a bad value stops a run at the boundary
+instead of crashing it after training (or, worse, being taken as something else).
+"""
 
 from __future__ import annotations
 
@@ -19,88 +24,184 @@ class UsageError(ValueError):
     """Bad input from the user: the message says what was wrong and how to fix it."""
 
 
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    below: float | None = None,
+    above: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field with its help and its range (inclusive `minimum`/`maximum`, exclusive
+    `above`/`below`, or `choices`), checked by `check_ranges`."""
+    metadata = {
+        "help": help,
+        "minimum": minimum,
+        "maximum": maximum,
+        "above": above,
+        "below": below,
+        "choices": choices,
+    }
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def range_text(meta: typing.Mapping[str, Any]) -> str:
+    """The range a setting takes, in words (for errors and the settings table)."""
+    if meta.get("choices"):
+        return "one of " + ", ".join(meta["choices"])
+    parts = []
+    if meta.get("minimum") is not None:
+        parts.append(f"at least {meta['minimum']:g}")
+    if meta.get("above") is not None:
+        parts.append(f"above {meta['above']:g}")
+    if meta.get("below") is not None:
+        parts.append(f"below {meta['below']:g}")
+    if meta.get("maximum") is not None:
+        parts.append(f"at most {meta['maximum']:g}")
+    return " and ".join(parts)
+
+
+def check_ranges(obj: Any, where: str) -> None:
+    """Refuse any field of dataclass `obj` outside its declared range, naming it and the range."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{where}.{f.name}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{name} must be a finite number, got {value}")
+        meta = f.metadata
+        if meta.get("choices") and value not in meta["choices"]:
+            raise UsageError(f"{name} must be {range_text(meta)}, got {value!r}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        low, high = meta.get("minimum"), meta.get("maximum")
+        above, below = meta.get("above"), meta.get("below")
+        if (
+            (low is not None and value < low)
+            or (high is not None and value > high)
+            or (above is not None and value <= above)
+            or (below is not None and value >= below)
+        ):
+            hint = f" ({meta['help']})" if meta.get("help") else ""
+            raise UsageError(f"{name} must be {range_text(meta)}, got {value!r}{hint}")
+
+
 @dataclass
 class DataConfig:
-    # "sample" (bundled, offline), "hub" (CodeXGLUE parquet on the HF hub) or a local path.
-    source: str = "sample"
-    hub_dataset: str = "google/code_x_glue_ct_code_to_text"
-    hub_revision: str = ""
-    train_size: int = 1000
-    val_size: int = 200
-    eval_size: int = 200
-    eval_split: str = "test"  # which split the generation metrics are computed on
-    selection_seed: int = 42
-    max_source_length: int = 64
-    max_target_length: int = 128
+    source: str = setting(
+        "sample",
+        "'sample' (bundled, offline), 'hub' (CodeXGLUE's parquet copy on the Hugging Face hub) "
+        "or a local file or folder of CodeSearchNet files",
+    )
+    hub_dataset: str = setting(
+        "google/code_x_glue_ct_code_to_text", "the hub data set read when source=hub"
+    )
+    hub_revision: str = setting("", "the hub data set's revision (empty: main)")
+    train_size: int = setting(1000, "training examples per language", minimum=1)
+    val_size: int = setting(200, "validation examples per language (validation loss)", minimum=0)
+    eval_size: int = setting(200, "evaluation examples per language (generation)", minimum=1)
+    eval_split: str = setting(
+        "test", "the split the generation metrics are computed on", choices=("validation", "test")
+    )
+    selection_seed: int = setting(42, "shuffles each split before selection", minimum=0)
+    # 0 would be read by the tokenizer as "no truncation": a length of at least one token.
+    max_source_length: int = setting(64, "docstring tokens kept", minimum=1)
+    max_target_length: int = setting(128, "code tokens kept for training", minimum=1)
     # A target cut at max_target_length loses its end-of-sequence token, so the model is never
     # taught to stop mid-function; true keeps it (CodeXGLUE's recipe).
-    eos_after_cut: bool = False
+    eos_after_cut: bool = setting(False, "keep the end token on targets cut at the length cap")
     # Leave training pairs whose code does not fit in max_target_length tokens (end token
     # included) out of training, so every target the model learns from ends; the validation
     # loss and the evaluation keep every example.
-    skip_long_targets: bool = False
-    apply_csn_filters: bool = True
-    skip_bad_rows: bool = False
+    skip_long_targets: bool = setting(
+        False, "train only on pairs whose code fits max_target_length with its end token"
+    )
+    apply_csn_filters: bool = setting(True, "apply CodeSearchNet's own filters")
+    skip_bad_rows: bool = setting(
+        False, "skip (and count) malformed or undecodable rows instead of refusing the file"
+    )
 
 
 @dataclass
 class ModelConfig:
-    # A hub id, a local directory, "demo" (the bundled pretrained small T5), "tiny" (a small T5
-    # built at random) or "config:<path.json>" (built at random from a transformers config).
-    name: str = "Salesforce/codet5-small"
-    revision: str = ""
-    tokenizer: str = ""  # defaults to the model's own, or the bundled one for built models
-    init_seed: int = 0
+    name: str = setting(
+        "Salesforce/codet5-small",
+        "a hub id, a local directory, 'demo' (the bundled pretrained small T5), 'tiny' (a small "
+        "T5 built at random) or 'config:<path.json>' (built at random from a transformers config)",
+    )
+    revision: str = setting("", "the hub model's revision (empty: main)")
+    tokenizer: str = setting(
+        "", "tokenizer (empty: the model's own, or the bundled one for built models)"
+    )
+    init_seed: int = setting(0, "seed of a built model's random weights", minimum=0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 2
-    batch_size: int = 8
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.06
-    max_grad_norm: float = 1.0
-    grad_accum_steps: int = 1
-    seed: int = 42
-    mixed_precision: str = "no"  # no | bf16 | fp16
-    compile: bool = False  # torch.compile the training forward and backward (dynamic shapes)
-    max_steps: int = 0  # 0 = no cap; a cap shortens a smoke run
-    max_consecutive_skips: int = 20
-    length_bucketing: bool = True
-    val_batch_size: int = 32
-    log_every: int = 1
+    epochs: int = setting(2, "passes over the training examples", minimum=1)
+    batch_size: int = setting(8, "examples per optimizer micro-batch", minimum=1)
+    learning_rate: float = setting(1e-4, "AdamW's learning rate", above=0)
+    weight_decay: float = setting(0.0, "AdamW's weight decay", minimum=0)
+    warmup_ratio: float = setting(0.06, "share of steps with a linear warm-up", minimum=0, below=1)
+    max_grad_norm: float = setting(1.0, "gradient clipping norm", above=0)
+    grad_accum_steps: int = setting(1, "micro-batches per optimizer step", minimum=1)
+    seed: int = setting(42, "training seed", minimum=0)
+    mixed_precision: str = setting("no", "autocast precision", choices=("no", "bf16", "fp16"))
+    compile: bool = setting(False, "torch.compile the training forward and backward")
+    max_steps: int = setting(0, "cap on optimizer steps (0: no cap)", minimum=0)
+    max_consecutive_skips: int = setting(
+        20, "non-finite steps in a row before the run stops as diverged", minimum=1
+    )
+    length_bucketing: bool = setting(True, "batch examples of similar length together")
+    val_batch_size: int = setting(32, "batch size of the validation loss", minimum=1)
+    log_every: int = setting(1, "log the training loss every N optimizer steps", minimum=1)
     # Checkpoints under <checkpoint_dir>/<run id>/<language>/ ("" = none): every
     # `checkpoint_every` optimizer steps (0 = epoch ends only) and at each epoch end; the last
     # `keep_checkpoints` are kept. They change no number; `run --resume <run id>` uses them.
-    checkpoint_dir: str = "checkpoints"
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
+    checkpoint_dir: str = setting("checkpoints", "checkpoint folder (empty: no checkpoints)")
+    checkpoint_every: int = setting(
+        500, "optimizer steps between checkpoints (0: epoch ends only)", minimum=0
+    )
+    keep_checkpoints: int = setting(2, "checkpoints kept per language", minimum=1)
 
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 32
-    max_new_tokens: int = 128
-    num_beams: int = 1
+    batch_size: int = setting(32, "generation batch size", minimum=1)
+    max_new_tokens: int = setting(128, "generation length cap", minimum=1)
+    num_beams: int = setting(1, "beam search width (1: greedy)", minimum=1)
     # Beam search only: a beam's score is its log-probability over its length to this power,
     # so above 1 longer beams win more often (transformers' `length_penalty`).
-    length_penalty: float = 1.0
-    metrics: list[str] = field(default_factory=lambda: ["all"])
-    humaneval: bool = False  # also run HumanEval (Python tasks): pass@1 and pass@10
-    humaneval_samples: int = 10
-    humaneval_temperature: float = 0.8
-    humaneval_limit: int = 0  # 0: all 164 problems; fewer for a quick look
+    length_penalty: float = setting(1.0, "beam search's length penalty")
+    metrics: list[str] = setting(
+        help="metrics to compute ('all' or names)", default_factory=lambda: ["all"]
+    )
+    humaneval: bool = setting(False, "also run HumanEval (Python): pass@1 and pass@10")
+    humaneval_samples: int = setting(10, "HumanEval samples per problem", minimum=1)
+    humaneval_temperature: float = setting(0.8, "HumanEval sampling temperature", above=0)
+    humaneval_limit: int = setting(0, "HumanEval problems (0: all 164)", minimum=0, maximum=164)
 
 
 @dataclass
 class RunConfig:
-    method: str = "lora"
-    preset: str = "demo"
-    languages: list[str] = field(default_factory=lambda: ["python", "javascript"])
-    protocol: str = "fresh"  # fresh: a new model per language; sequential: one model, in turn
-    experiment: str = "adaptbench"
-    bundle_base: bool = False  # store the base weights in the logged model even for hub bases
+    method: str = setting("lora", "the registered method")
+    preset: str = setting("demo", "the settings preset")
+    languages: list[str] = setting(
+        help="languages, in order", default_factory=lambda: ["python", "javascript"]
+    )
+    protocol: str = setting(
+        "fresh",
+        "fresh (a new model per language) or sequential (one model trained on each in turn)",
+        choices=("fresh", "sequential"),
+    )
+    experiment: str = setting("adaptbench", "the MLflow experiment")
+    bundle_base: bool = setting(
+        False, "store the base weights in the logged model even for hub bases"
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -186,11 +287,15 @@ def build_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
     return cls(**kwargs)
 
 
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    """`["train.epochs=3", "method.r=8"]` -> `{"train.epochs": "3", "method.r": "8"}`."""
+def parse_overrides(items: list[str], whole: bool = False) -> dict[str, str]:
+    """`["train.epochs=3", "method.r=8"]` -> `{"train.epochs": "3", "method.r": "8"}`.
+
+    Each item may hold several space-separated settings (MLproject's `overrides`), unless
+    `whole`: then each item is one setting whose value may hold spaces (`--set`, e.g. inline
+    JSON)."""
     out: dict[str, str] = {}
     for item in items:
-        for token in item.split():
+        for token in [item.strip()] if whole else item.split():
             key, sep, value = token.partition("=")
             if not sep or not key:
                 raise UsageError(
@@ -255,47 +360,27 @@ def make_config(method: str, preset: str, overrides: dict[str, Any] | None = Non
 
 
 def validate(config: RunConfig) -> None:
-    """Range checks that a type alone cannot express."""
+    """Every setting's declared range, then the checks that span settings."""
+    check_ranges(config, "run")
+    for section in ("data", "model", "train", "eval"):
+        check_ranges(getattr(config, section), section)
     checks = [
-        (config.train.epochs >= 1, "train.epochs must be at least 1"),
-        (config.train.batch_size >= 1, "train.batch_size must be at least 1"),
-        (config.train.learning_rate > 0, "train.learning_rate must be positive"),
-        (config.train.grad_accum_steps >= 1, "train.grad_accum_steps must be at least 1"),
-        (config.train.max_steps >= 0, "train.max_steps must be 0 (no cap) or positive"),
-        (
-            config.train.checkpoint_every >= 0,
-            "train.checkpoint_every must be 0 (epoch ends only) or a number of steps",
-        ),
-        (config.train.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1"),
-        (
-            config.train.mixed_precision in ("no", "bf16", "fp16"),
-            "train.mixed_precision must be one of: no, bf16, fp16",
-        ),
-        (config.data.train_size >= 1, "data.train_size must be at least 1"),
-        (config.data.val_size >= 0, "data.val_size must be 0 or more"),
-        (config.data.eval_size >= 1, "data.eval_size must be at least 1"),
-        (
-            config.data.eval_split in ("validation", "test"),
-            "data.eval_split must be validation or test",
-        ),
-        (config.eval.max_new_tokens >= 1, "eval.max_new_tokens must be at least 1"),
-        (config.eval.num_beams >= 1, "eval.num_beams must be at least 1"),
-        (
-            math.isfinite(config.eval.length_penalty),
-            "eval.length_penalty must be a finite number",
-        ),
         (
             config.eval.length_penalty == 1.0 or config.eval.num_beams > 1,
             f"eval.length_penalty={config.eval.length_penalty} only acts in beam search: set "
             "eval.num_beams above 1, or leave the penalty at 1.0",
         ),
-        (
-            config.protocol in ("fresh", "sequential"),
-            "protocol must be fresh (a new model per language) or sequential (one model "
-            "trained on each language in turn)",
-        ),
         (bool(config.languages), "languages must name at least one language"),
+        (
+            len(set(config.languages)) == len(config.languages),
+            f"languages {','.join(config.languages)} names a language twice: name each once",
+        ),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
+    unknown = [lang for lang in config.languages if lang not in KNOWN_LANGUAGES]
+    if unknown:
+        raise UsageError(
+            f"languages: unknown {', '.join(unknown)}; known: {', '.join(KNOWN_LANGUAGES)}"
+        )

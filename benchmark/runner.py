@@ -120,6 +120,35 @@ def _progress(config: RunConfig, run_id: str, resume: bool) -> Progress:
     return Progress(root, resumed=resume)
 
 
+def _check_resumable(config: RunConfig, run_id: str) -> None:
+    """Refuse a `--resume` that cannot go on, leaving the run's status and tags as they are.
+
+    Reopening a run marks it RUNNING and its end marks it again, so every check that can refuse
+    runs before: a refused resume must not turn a finished run into a failed one, nor replace
+    the error a failed run recorded.
+    """
+    try:
+        found = MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise UsageError(
+            f"--resume {run_id}: no such run in the tracking store {mlflow.get_tracking_uri()}: "
+            "give the id of a killed or failed run (and the same MLFLOW_TRACKING_URI)"
+        ) from None
+    status = found.info.status
+    if status == "FINISHED":
+        raise UsageError(
+            f"--resume {run_id}: the run finished; there is nothing to resume. Start a new run "
+            "for new results"
+        )
+    kind = found.data.tags.get("adaptbench.kind")
+    if kind:
+        raise UsageError(
+            f"--resume {run_id}: that is a {kind} run, not a method's run: give the id of the "
+            "method's own (child) run"
+        )
+    _progress(config, run_id, resume=True)  # reads only: same settings, checkpoints present
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -140,7 +169,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         return run_id
     active = mlflow.active_run()
     if resume:
-        MlflowClient().get_run(resume)  # a clear error when the run does not exist
+        _check_resumable(config, resume)  # refused before the run is touched
         context = mlflow.start_run(run_id=resume, log_system_metrics=True)
     elif nested:
         context = mlflow.start_run(nested=True, log_system_metrics=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel, get_peft_config, get_peft_model
+from peft import PeftModel, PeftType, get_peft_config, get_peft_model
 from torch import nn
 
 from benchmark.config import UsageError
@@ -24,6 +24,30 @@ class PeftAdapterSettings:
     )
     config_json: str = field(default="", metadata={"help": "a PEFT config as inline JSON"})
 
+    def __post_init__(self) -> None:
+        # A config that PEFT itself refuses stops the run before any model loads; whether its
+        # target modules exist can only be told on the model, at apply.
+        if self.config_file or self.config_json:
+            peft_config(PeftAdapter.read_config(self))
+
+
+def _line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text.strip("'\"")
+
+
+def peft_config(values: dict[str, Any]) -> Any:
+    """PEFT's config object for `values`, or a one-line error naming what PEFT refused."""
+    kind = str(values.get("peft_type", ""))
+    known = sorted(p.value for p in PeftType)
+    if kind.upper() not in known:
+        raise UsageError(f"method peft: unknown peft_type {kind!r}; PEFT knows {', '.join(known)}")
+    values = {**values, "peft_type": kind.upper()}
+    try:
+        return get_peft_config(values)
+    except (TypeError, ValueError, KeyError) as err:
+        raise UsageError(f"method peft: invalid PEFT config: {_line(err)}") from None
+
 
 @register
 class PeftAdapter(Method):
@@ -34,7 +58,11 @@ class PeftAdapter(Method):
     in_default_suite = False  # needs a config: there is no sensible default adapter
 
     def peft_config_dict(self) -> dict[str, Any]:
-        settings = self.config
+        return self.read_config(self.config)
+
+    @staticmethod
+    def read_config(settings: PeftAdapterSettings) -> dict[str, Any]:
+        """The PEFT config's values from the file or the inline JSON, ready for PEFT."""
         if bool(settings.config_file) == bool(settings.config_json):
             raise UsageError(
                 "method peft needs exactly one of method.config_file=<adapter_config.json> or "
@@ -58,12 +86,14 @@ class PeftAdapter(Method):
         return values
 
     def apply(self, model: nn.Module) -> nn.Module:
-        values = self.peft_config_dict()
+        config = peft_config(self.peft_config_dict())
         try:
-            config = get_peft_config(values)
-        except (TypeError, ValueError) as err:
-            raise UsageError(f"method peft: invalid PEFT config: {err}") from None
-        return get_peft_model(model, config)
+            return get_peft_model(model, config)
+        except (TypeError, ValueError, KeyError, AttributeError) as err:
+            # NoMatchingPeftModuleError (target modules not in the model) is a ValueError.
+            raise UsageError(
+                f"method peft: PEFT refuses this config on the model: {_line(err)}"
+            ) from None
 
     def merge(self, model: nn.Module) -> nn.Module:
         """PEFT's `merge_and_unload` (in place) where the adapter has one (LoRA, DoRA, IA3, ...)."""

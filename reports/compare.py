@@ -59,6 +59,10 @@ COSTS = [
 PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png")
 
 
+class ReportError(ValueError):
+    """A comparison that cannot be made from what the store holds: says what to run or pass."""
+
+
 @dataclass
 class RunRecord:
     """One benchmark run as read from the tracking store."""
@@ -179,7 +183,7 @@ def load_runs(
     """Benchmark runs of `experiment` (not suite parents or comparison runs), newest first."""
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        raise ValueError(
+        raise ReportError(
             f"no experiment {experiment!r} in the tracking store {store or '(default)'}: "
             "run the suite first, or pass --experiment"
         )

@@ -71,3 +71,14 @@ def test_mlflow_run_with_an_unknown_method_fails_saying_which_exist(tmp_path: Pa
     assert process.returncode != 0
     assert "unknown method 'adapterz'" in process.stderr
     assert "Registered methods: ffn_expansion, full_layer, hybrid, lora" in process.stderr
+
+
+def test_mlflow_run_with_a_bad_parameter_leaves_its_run_failed_with_the_error(tmp_path: Path):
+    process, store = mlflow_run(tmp_path, "epochs=many", "overrides=eval.batch_size=0")
+    assert process.returncode != 0
+    assert "Traceback" not in process.stderr
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("adaptbench")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert "argument --epochs: expected a positive integer, got 'many'" in run.data.tags["error"]
