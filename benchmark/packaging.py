@@ -3,13 +3,17 @@
 Loading rebuilds base -> method -> trained weights rather than storing a merged copy: the
 served model is then the trained one exactly, the artifact of a hub base holds only the trained
 weights (megabytes, not a second copy of the base), and methods that cannot merge still serve.
+A manifest (size and sha256 of every file) is written last and checked before anything loads, so
+a damaged or incomplete bundle is refused by name instead of serving whatever its bytes decode to.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +22,9 @@ from typing import Any
 import mlflow
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_STATE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -43,8 +49,35 @@ REQUIREMENTS = (
     "pandas",
     "tqdm",
 )
-BUNDLE_FORMAT = 1
+# 2: the bundle has a manifest. Format 1 bundles (logged before it) load unchecked, with a warning.
+BUNDLE_FORMAT = 2
+META = "adaptbench.json"
+MANIFEST = "manifest.json"
+META_KEYS = (
+    "method",
+    "method_config",
+    "base",
+    "max_source_length",
+    "batch_size",
+    "max_rows",
+    "generation",
+)
+BASE_KEYS = ("model", "revision", "bundled")
 MAX_ROWS = 64
+LOG_AGAIN = "the model must be logged again (rerun the run that trained it)"
+
+logger = logging.getLogger(__name__)
+
+
+class BundleError(MlflowException):
+    """A logged model that cannot be rebuilt as logged: a damaged file, or a base out of reach.
+
+    An MlflowException: MLflow passes it on from `load_context` as it is, so `load_model`'s caller,
+    the `generate` CLI and the server's log all get this one line.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_code=INVALID_STATE)
 
 
 def pip_requirements() -> list[str]:
@@ -114,13 +147,130 @@ def write_bundle(
             "top_p": 1.0,
         },
     }
-    (target / "adaptbench.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    (target / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_manifest(target)
     return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _bundle_files(bundle: Path) -> list[str]:
+    return sorted(
+        p.relative_to(bundle).as_posix()
+        for p in bundle.rglob("*")
+        if p.is_file() and p.relative_to(bundle).as_posix() != MANIFEST
+    )
+
+
+def write_manifest(bundle: Path) -> Path:
+    """Record the size and sha256 of every file in `bundle` in its manifest (written last)."""
+    files = {
+        name: {"size": (bundle / name).stat().st_size, "sha256": _sha256(bundle / name)}
+        for name in _bundle_files(bundle)
+    }
+    path = bundle / MANIFEST
+    path.write_text(json.dumps({"format": 1, "files": files}, indent=2, sort_keys=True))
+    return path
+
+
+def _damaged(name: str, problem: str) -> BundleError:
+    return BundleError(f"the logged model's file {name} {problem}: {LOG_AGAIN}")
+
+
+def verify_bundle(bundle: Path) -> None:
+    """Refuse a bundle whose files differ from its manifest: missing, cut, changed or added."""
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text())
+        listed = manifest["files"]
+        expected = {name: (int(f["size"]), str(f["sha256"])) for name, f in listed.items()}
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
+        problem = f"is not the manifest adaptbench writes ({type(err).__name__}: {err})"
+        raise _damaged(MANIFEST, problem.replace("\n", " ")) from None
+    for name, (size, sha256) in expected.items():
+        path = bundle / name
+        if not path.is_file():
+            raise _damaged(name, "is missing")
+        actual = path.stat().st_size
+        if actual != size:
+            raise _damaged(name, f"is {actual:,} bytes, {size:,} when logged (cut or replaced)")
+        if _sha256(path) != sha256:
+            raise _damaged(name, "does not match the sha256 recorded when logged (corrupted)")
+    # The loaders pick files by name from these folders: a file the manifest does not list (a
+    # second weights file, an added_tokens.json) could change the model that loads.
+    extra = [name for name in _bundle_files(bundle) if name not in expected]
+    if extra:
+        raise BundleError(
+            f"the logged model holds {extra[0]}, a file not in its manifest ({len(extra)} such "
+            f"in all): remove it, or {LOG_AGAIN}"
+        )
+
+
+def read_meta(bundle: Path) -> dict[str, Any]:
+    """The bundle's adaptbench.json, checked for the keys loading needs."""
+    path = bundle / META
+    if not path.is_file():
+        raise _damaged(META, "is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise _damaged(META, f"is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("base"), dict):
+        raise _damaged(META, "is not the metadata adaptbench writes (no base object)")
+    absent = [k for k in META_KEYS if k not in meta]
+    absent += [f"base.{k}" for k in BASE_KEYS if k not in meta["base"]]
+    if absent:
+        raise _damaged(META, f"lacks {', '.join(absent)}")
+    return meta
+
+
+def check_bundle(bundle: Path) -> dict[str, Any]:
+    """Verify the bundle against its manifest and return its metadata; one-line BundleErrors."""
+    if (bundle / MANIFEST).exists():
+        verify_bundle(bundle)
+    meta = read_meta(bundle)
+    written = meta.get("format", 1)
+    if not isinstance(written, int) or written > BUNDLE_FORMAT:
+        raise BundleError(
+            f"the logged model's bundle has format {written!r}; this adaptbench reads formats "
+            f"1 to {BUNDLE_FORMAT}: load it with the adaptbench version that logged it"
+        )
+    if not (bundle / MANIFEST).exists():
+        if written >= 2:
+            raise _damaged(MANIFEST, "is missing (the bundle was written with one)")
+        # Format 1 predates the manifest: such a model was whole when logged, and refusing it
+        # would leave retraining as the only way to use a run logged before this check existed.
+        logger.warning(
+            "this model was logged before adaptbench wrote a manifest (bundle format 1): its "
+            "files cannot be checked, so damage would show only as wrong output; log it again "
+            "to have it verified when it loads"
+        )
+    return meta
+
+
+def _hub_base(name: str, revision: str) -> torch.nn.Module:
+    kwargs = {"revision": revision} if revision else {}
+    try:
+        return AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch.float32, **kwargs)
+    except OSError as err:
+        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise BundleError(
+            f"this model's base, {name} at revision {revision or 'main'}, is not in the bundle "
+            f"and could not be loaded ({said}): the Hugging Face hub, or a Hugging Face cache "
+            "holding that revision (HF_HOME, with HF_HUB_OFFLINE=1 to use it without the hub), "
+            "must be reachable where the model loads; log it with --set bundle_base=true for a "
+            "self-contained model"
+        ) from None
 
 
 def load_bundle(bundle: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """Rebuild the trained model from a bundle: base, then the method, then its weights."""
-    meta = json.loads((bundle / "adaptbench.json").read_text())
+    meta = check_bundle(bundle)
     base_info = meta["base"]
     base_config = ModelConfig(**base_info["model"])
     if base_info["bundled"]:
@@ -128,10 +278,7 @@ def load_bundle(bundle: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
         base_name = f"{base_config.name} (bundled)"
     else:
         revision = base_info["revision"] or base_config.revision
-        kwargs = {"revision": revision} if revision else {}
-        base = AutoModelForSeq2SeqLM.from_pretrained(
-            base_config.name, dtype=torch.float32, **kwargs
-        )
+        base = _hub_base(base_config.name, revision)
         base_name = f"{base_config.name}@{revision or 'main'}"
     tokenizer = AutoTokenizer.from_pretrained(bundle / "tokenizer")
     method = methods.get_method(meta["method"], meta["method_config"])

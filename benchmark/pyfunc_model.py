@@ -1,7 +1,8 @@
 """The served model (models from code): rebuilds base, method and trained weights; generates code.
 
-MLflow loads this file with `mlflow.pyfunc.load_model` or `mlflow models serve`; the bundle
-artifact written by `benchmark.packaging` holds everything it needs.
+MLflow loads this file with `mlflow.pyfunc.load_model`, `mlflow models serve` or
+`python -m benchmark.serving`; the bundle artifact written by `benchmark.packaging` holds
+everything it needs, and is checked against its manifest before anything in it loads.
 """
 
 from __future__ import annotations
