@@ -263,6 +263,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from benchmark.serving import build_app
+
+    loopback = args.host in LOOPBACK or args.host.startswith("127.")
+    if not loopback and not args.behind_proxy:
+        raise UsageError(
+            f"--host {args.host}: the model server has no authentication, so it listens on "
+            "loopback only (127.0.0.1). Put an authenticating reverse proxy in front and pass "
+            "--behind-proxy to listen elsewhere (see docs/team-server.md)"
+        )
+    import uvicorn
+
+    app = build_app(args.model_uri)
+    print(f"serving {args.model_uri} on http://{args.host}:{args.port}/invocations (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m benchmark",
@@ -374,6 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="beam search only: above 1 favours longer code (default: the model's setting)",
     )
     gen.set_defaults(func=cmd_generate)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a logged model over HTTP (MLflow's scoring app, strict params)",
+        description="Serve a logged model like `mlflow models serve --env-manager local` (same "
+        "/invocations and /ping), from this environment, answering 400 to params the model does "
+        "not take. Listens on 127.0.0.1 only unless --behind-proxy.",
+        epilog="Example: .venv/bin/python -m benchmark serve -m runs:/<run_id>/python_model "
+        "-p 5001",
+    )
+    serve.add_argument("-m", "--model-uri", required=True, help="an MLflow model URI")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    serve.add_argument("-p", "--port", type=int, default=5000, help="port to listen on")
+    serve.add_argument(
+        "--behind-proxy",
+        action="store_true",
+        help="allow a non-loopback --host: an authenticating reverse proxy guards the port",
+    )
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -424,6 +464,33 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _loaded(module: str, name: str) -> type | None:
+    """An exception class from `module` if that module is loaded (if it is not, nothing raised
+    one): the error types are checked without importing torch or MLflow for a quick command."""
+    found = sys.modules.get(module)
+    return getattr(found, name, None) if found is not None else None
+
+
+def _explain(err: Exception) -> tuple[str, int]:
+    """The one line and the exit code for an error: 2 for bad input, 1 for the rest."""
+    usage = [UsageError, _loaded("benchmark.data", "DataError")]
+    usage += [_loaded("methods", "WeightsMismatchError"), _loaded("reports.compare", "ReportError")]
+    if isinstance(err, tuple(kind for kind in usage if kind is not None)):
+        return _one_line(err), 2
+    mlflow_error = _loaded("mlflow.exceptions", "MlflowException")
+    if mlflow_error is not None and isinstance(err, mlflow_error):
+        return _one_line(err.message), 2
+    diverged = _loaded("benchmark.training", "TrainingDiverged")
+    if diverged is not None and isinstance(err, diverged):
+        return f"training diverged: {_one_line(err)}", 1
+    # A crash nobody foresaw: still one readable line.
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    return (
+        f"unexpected {type(err).__name__}: {_one_line(err)} (at {Path(where.filename).name}:"
+        f"{where.lineno}; rerun with --debug for the traceback, and please report it)"
+    ), 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse, run the command, and turn every error into one line (the traceback with --debug)."""
     parser = build_parser()
@@ -438,32 +505,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     _configure_logging(args.verbose)
-    from mlflow.exceptions import MlflowException
-
-    from benchmark.data import DataError
-    from benchmark.training import TrainingDiverged
-    from methods import WeightsMismatchError
-    from reports.compare import ReportError
-
     try:
         return args.func(args)
-    except (UsageError, DataError, WeightsMismatchError, ReportError) as err:
-        message, code = _one_line(err), 2
-    except MlflowException as err:
-        message, code = _one_line(err.message), 2
-    except TrainingDiverged as err:
-        message, code = f"training diverged: {_one_line(err)}", 1
     except KeyboardInterrupt:
         message, code = "interrupted", 130
-    except Exception as err:  # a crash nobody foresaw: still one readable line
+    except Exception as err:
         if debug:
             raise
-        where = traceback.extract_tb(err.__traceback__)[-1]
-        message = (
-            f"unexpected {type(err).__name__}: {_one_line(err)} (at {Path(where.filename).name}:"
-            f"{where.lineno}; rerun with --debug for the traceback, and please report it)"
-        )
-        code = 1
+        message, code = _explain(err)
     print(f"error: {message}", file=sys.stderr)
     if args.command == "run":
         _record_on_project_run(message)
