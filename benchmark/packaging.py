@@ -34,7 +34,7 @@ from benchmark.models import load_base
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
-CODE_PACKAGES = ("benchmark", "methods", "metrics")
+CODE_PACKAGES = ("core", "benchmark", "methods", "metrics")
 # Not copied with the code: the demo's weights and tokenizer (4.5 MB) are already in a bundle
 # that needs them (a non-hub base is bundled), and compiled files are rebuilt where it loads.
 CODE_LEFT_OUT = {ROOT / "benchmark" / "assets"}

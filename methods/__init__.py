@@ -7,8 +7,6 @@ Modules are discovered on first use, so adding a method touches no shared code.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,10 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from benchmark.config import UsageError, build_dataclass
+from core.errors import UsageError
+from core.registry import Registry
+from core.settings import build_dataclass
 
-_REGISTRY: dict[str, type[Method]] = {}
-_DISCOVERED = False
+METHODS: Registry[type[Method]] = Registry("method", __name__, lambda cls: cls.name)
 
 
 def refuse(checks: list[tuple[bool, str]]) -> None:
@@ -100,33 +99,16 @@ class Method:
 
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator: make a method available by its `name`."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    _DISCOVERED = True
+    return METHODS.register(cls)
 
 
 def available() -> list[str]:
     """Names of every registered method, sorted."""
-    _discover()
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type[Method]:
-    _discover()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown method {name!r}. Registered methods: {', '.join(available())}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def get_method(name: str, options: dict[str, Any] | None = None) -> Method:

@@ -10,7 +10,7 @@ from typing import Any
 from peft import PeftModel, PeftType, get_peft_config, get_peft_model
 from torch import nn
 
-from benchmark.config import UsageError
+from core.errors import UsageError
 from methods import Method, register
 
 

@@ -7,15 +7,12 @@ logs it as a param so two numbers are only compared when their signatures match.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import ClassVar
 
-from benchmark.config import UsageError
+from core.registry import Registry
 
-_REGISTRY: dict[str, type[Metric]] = {}
-_DISCOVERED = False
+METRICS: Registry[type[Metric]] = Registry("metric", __name__, lambda cls: cls.name)
 
 
 @dataclass
@@ -44,43 +41,25 @@ class Metric:
 
 def register(cls: type[Metric]) -> type[Metric]:
     """Class decorator: make a metric available by its `name`."""
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"metric name {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    _DISCOVERED = True
+    return METRICS.register(cls)
 
 
 def available() -> list[str]:
     """Names of every registered metric, sorted."""
-    _discover()
-    return sorted(_REGISTRY)
+    return METRICS.names()
 
 
 def get_metric(name: str) -> Metric:
-    _discover()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown metric {name!r}. Registered metrics: {', '.join(available())}")
-    return _REGISTRY[name]()
+    return METRICS.get(name)()
 
 
 def resolve(names: list[str]) -> list[Metric]:
     """Metric instances for `names`; `all` stands for every metric marked default."""
-    _discover()
     chosen: list[str] = []
     for name in names:
         if name == "all":
-            chosen += [n for n in available() if _REGISTRY[n].default]
+            chosen += [n for n in available() if METRICS.get(n).default]
         else:
-            get_metric(name)  # validates the name
+            METRICS.get(name)  # validates the name
             chosen.append(name)
     return [get_metric(n) for n in dict.fromkeys(chosen)]

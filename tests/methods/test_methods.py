@@ -9,12 +9,15 @@ import pytest
 import torch
 from transformers import T5Config, T5ForConditionalGeneration
 
-from benchmark.config import UsageError
+import methods
+from core.errors import UsageError
 from methods import WeightsMismatchError, count_parameters, get_method
 from tests.conftest import CODET5_CONFIG
 from tests.methods.util import SMALL, adapted, batch, tiny, train_steps
 
 FOUR = ["lora", "full_layer", "hybrid", "ffn_expansion"]
+# The contract every registered method keeps: a new method gets these tests by registering.
+EVERY = methods.available()
 SEED_COUNTS = {
     "lora": 1_769_472,
     "full_layer": 3_146_752,
@@ -47,7 +50,7 @@ def test_codet5_counts_and_identity_at_init(name: str, codet5_base):
     assert (logits - reference).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", FOUR)
+@pytest.mark.parametrize("name", EVERY)
 def test_identity_at_init_on_a_tiny_model_in_eval_mode(name: str):
     inputs = batch(5)
     with torch.no_grad():
@@ -56,7 +59,7 @@ def test_identity_at_init_on_a_tiny_model_in_eval_mode(name: str):
     assert (logits - reference).abs().max().item() <= 1e-5
 
 
-@pytest.mark.parametrize("name", FOUR)
+@pytest.mark.parametrize("name", EVERY)
 def test_apply_is_deterministic_given_the_rng_state(name: str):
     first, second = (adapted(name) for _ in range(2))
     weights_a = first[0].trained_state_dict(first[1])
@@ -65,9 +68,15 @@ def test_apply_is_deterministic_given_the_rng_state(name: str):
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
 
 
-@pytest.mark.parametrize("name", FOUR)
+@pytest.mark.parametrize("name", EVERY)
 def test_training_changes_only_the_method_parameters(name: str):
     method, model = adapted(name)
+    if name == "none":  # the base as it is: nothing trains, the weights are the base's
+        assert not any(p.requires_grad for p in model.parameters())
+        assert not method.trained_state_dict(model)
+        base = tiny().state_dict()
+        assert all(torch.equal(v, base[k]) for k, v in model.state_dict().items())
+        return
     base_state = copy.deepcopy(tiny().state_dict())
     trained_before = {k: v.clone() for k, v in method.trained_state_dict(model).items()}
     train_steps(model)
@@ -90,10 +99,11 @@ def test_training_changes_only_the_method_parameters(name: str):
     assert changed, "no trained parameter moved"
 
 
-@pytest.mark.parametrize("name", FOUR)
+@pytest.mark.parametrize("name", EVERY)
 def test_save_then_load_onto_a_fresh_base_gives_identical_logits(name: str, tmp_path: Path):
     method, model = adapted(name)
-    train_steps(model)
+    if method.trained_state_dict(model):  # none trains nothing: its file holds no tensor
+        train_steps(model)
     path = tmp_path / "trained.safetensors"
     size = method.save_trained(model, path)
     assert size == path.stat().st_size > 0
@@ -153,6 +163,11 @@ def test_generate_works_after_apply_with_and_without_the_cache(case: str):
     assert torch.equal(cached, uncached)
 
 
+def test_every_registered_method_has_a_small_test_config():
+    # Registering a method brings it under the contract tests above; they need small settings.
+    assert set(EVERY) <= set(SMALL), f"add small settings to tests/methods/util.py for {EVERY}"
+
+
 def test_unknown_method_lists_the_registered_ones():
     with pytest.raises(UsageError, match="Registered methods: .*ffn_expansion.*lora"):
         get_method("adapterz")
@@ -203,7 +218,10 @@ def test_weights_for_another_config_are_refused_naming_method_and_tensor(tmp_pat
         ffn.load_trained(ffn.apply(tiny()), tmp_path / "r8.safetensors")
 
 
-@pytest.mark.parametrize("name", FOUR)
+@pytest.mark.parametrize("name", EVERY)
 def test_config_dict_rebuilds_the_same_method(name: str):
     method = get_method(name, SMALL[name])
-    assert get_method(name, method.config_dict()).config == method.config
+    rebuilt = get_method(name, method.config_dict())
+    assert rebuilt.config_dict() == method.config_dict()
+    if name != "peft":  # peft records its config resolved (task type, training mode) inline
+        assert rebuilt.config == method.config

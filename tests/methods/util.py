@@ -13,6 +13,11 @@ SMALL = {
     "hybrid": {"r": 4, "alpha": 8},
     "ffn_expansion": {"expansion_dim": 16},
     "full_layer": {},
+    "none": {},
+    "peft": {
+        "config_json": '{"peft_type": "IA3", "target_modules": ["k", "v", "wo"], '
+        '"feedforward_modules": ["wo"]}'
+    },
 }
 
 
