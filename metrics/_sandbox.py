@@ -1,27 +1,33 @@
 """Run untrusted generated code: a separate process, limits, no network, nobody's rights.
 
-Each program runs in a fresh interpreter (`-I`: no site, no user paths, no PYTHON* variables)
-in its own temporary folder, as a new session (so its whole process group can be killed), with
-a scrubbed environment and resource limits (address space, CPU time, file size, processes, no
-core dumps). Its output goes to a file, not a pipe, so a program printing without end cannot
-fill this process's memory (RLIMIT_FSIZE caps the file).
+Each program runs in a fresh interpreter (`-I`: no user site, no PYTHON* variables) with a
+scrubbed environment and resource limits (address space, CPU time, file size, processes, no core
+dumps). Its output goes to a file, not a pipe, so a program printing without end cannot fill
+this process's memory (RLIMIT_FSIZE caps the file).
 
-Run as root (the usual case in a container), the child also gets
-- a network namespace of its own (no interface but a down loopback): no network;
-- a mount namespace with fresh small tmpfs over /tmp, /var/tmp, /dev/shm and /run/lock, so it
-  leaves nothing behind there and cannot fill the disk through them;
-- a dedicated unprivileged uid/gid (one per concurrent program, from a range no account uses),
-  so it cannot touch files it does not own, and everything left running with that uid (even
-  processes that called setsid()) is killed afterwards.
-Not root: it tries an unprivileged user namespace for the network namespace (where the kernel
-allows it) and otherwise runs with the network and the caller's rights; leftovers are found by
-process group, session and an environment marker. `isolation()` says which applies.
+A program passes only by running to its end: a trusted runner reads a per-program random token
+from descriptor 3 and closes it before the program's code runs, and writes it to descriptor 4
+once the code returned. No exit code, signal or printed text can stand in for it.
+
+Where the kernel allows (as root, or in an unprivileged user namespace otherwise), the program
+also gets namespaces of its own: network (no interface but a down loopback), mount (fresh small
+tmpfs over /tmp, where its work folder lives whatever TMPDIR says, /var/tmp, /dev/shm,
+/run/lock), IPC (its SysV segments die with it) and PID (it sees its own processes only, and
+they all die with it). As root it runs with a uid of its own, leased under an exclusive lock so
+that no two programs on the machine share one, even from two harness processes; and where a
+memory cgroup can be made (v2, else v1) the memory of the whole program is bounded, not each
+process's. Without one, the program may not start a second process or thread ("single-process"),
+so its one address space is its whole memory. `isolation()` says what applies on this machine.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import os
-import queue
+import random
+import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -32,30 +38,53 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-# Uids no account uses, one per program running at a time: whatever runs with a program's uid
-# is that program's, and is killed when it ends without touching its neighbours.
-_FREE_UIDS: queue.Queue[int] = queue.Queue()
-for _uid in range(64_900, 64_964):
-    _FREE_UIDS.put(_uid)
+# Uids no account uses, one per program running at a time on the machine: whatever runs with a
+# program's uid is that program's, and is killed when it ends without touching its neighbours.
+UID_RANGE = range(64_900, 64_964)
+UID_WAIT_S = 120.0  # how long a program waits for a free uid before the run stops with an error
 SAFE_PATH = "/usr/bin:/bin"
 MARKER = "ADAPTBENCH_SANDBOX"  # environment variable naming one run, to find its leftovers
 OUTPUT_TAIL = 4000  # characters of output kept for diagnosis
+# The order isolation() names them in; each is written by the bootstrap once it took effect.
+FEATURES = (
+    "userns",
+    "netns",
+    "mountns-tmpfs",
+    "ipcns",
+    "pidns",
+    "cgroup-memory",
+    "single-process",
+)
 
 
 @dataclass
 class Outcome:
     status: str  # passed | failed | timeout
-    returncode: int | None
+    returncode: int | None  # the program's own exit code (negative: killed by that signal)
     duration_s: float
     output: str  # the tail of stdout and stderr, for diagnosis
+    isolation: str = ""  # what this run got, as isolation() names it
 
 
 @dataclass(frozen=True)
 class Limits:
     timeout_s: float = 5.0
-    memory_mb: int = 1024
+    memory_mb: int = 1024  # the whole program (cgroup), or its one process (single-process)
     max_processes: int = 32
     max_file_mb: int = 16
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How programs of one language run: their file name and the command line.
+
+    The command must keep the pass protocol: read the token from descriptor 3 and close it before
+    any of the program's code runs, then write it to descriptor 4 once the program ran to its end.
+    `{program}` and `{success_code}` in the command are filled in.
+    """
+
+    filename: str
+    command: tuple[str, ...]
 
 
 def interpreter() -> str:
@@ -67,64 +96,419 @@ def interpreter() -> str:
     return sys.executable
 
 
-def isolation() -> str:
-    """What the sandbox gets on this machine, for signatures."""
-    if os.geteuid() == 0:
-        return "subprocess,rlimits,netns,mountns-tmpfs,uid"
-    return "subprocess,rlimits,userns-netns-if-allowed,same-uid"
+# The trusted start of every Python program. Everything the token is kept in lives in this
+# process, so code written to find it (walking frames, gc, ctypes) could: it guards against a
+# program that stops early, not against one written to fool the grader.
+PYTHON_RUNNER = """
+import os, sys, types
+def flush():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+def arm():
+    token = b""
+    while True:
+        chunk = os.read(3, 256)
+        if not chunk:
+            break
+        token += chunk
+    os.close(3)
+    def finish(code):
+        flush()
+        os.write(4, token)
+        os._exit(code)
+    return finish
+finish = arm()
+path, code = sys.argv[1], int(sys.argv[2])
+sys.argv = [path]
+main = types.ModuleType("__main__")
+main.__file__ = path
+sys.modules["__main__"] = main
+with open(path, "rb") as fh:
+    source = fh.read()
+try:
+    exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)
+except BaseException:
+    flush()  # what it printed comes before its traceback, as when a script file fails
+    raise
+finish(code)
+"""
 
 
-# The child's first act, in a trusted interpreter: namespaces, limits, identity, then exec the
-# program. Done there rather than in a preexec_fn, which is unsafe in a threaded parent.
-# Every namespace step may fail on a locked-down kernel; the run then goes on without it.
-BOOTSTRAP = """
-import ctypes, os, resource, sys
-memory, cpu, fsize, nproc, uid = sys.argv[1:6]
+def python_runner() -> Runner:
+    """Python programs: the runner above in `interpreter()`, the program as a file beside it."""
+    return Runner(
+        "program.py",
+        (interpreter(), "-I", "-B", "-c", PYTHON_RUNNER, "{program}", "{success_code}"),
+    )
+
+
+# The child's first acts, in a trusted interpreter: namespaces, mounts, then a small init that
+# forks the program, reaps what it leaves and takes it all down when it ends. Done there rather
+# than in a preexec_fn, which is unsafe in a threaded parent. Each step may fail on a locked-down
+# kernel; the run then goes on without it, and the setup descriptor says what took effect.
+BOOTSTRAP = r"""
+import ctypes, fcntl, os, resource, signal, sys
+cfg = dict(zip(ARGUMENTS, sys.argv[1:]))  # ARGUMENTS is prepended by the harness
+for key in ("harness", "uid", "memory", "cpu", "fsize", "nproc", "token_fd", "report_fd",
+            "setup_fd", "go_fd"):
+    cfg[key] = int(cfg[key])
+cfg["uid"] = None if cfg["uid"] < 0 else cfg["uid"]
+cfg["command"] = sys.argv[1 + len(ARGUMENTS):]
 libc = ctypes.CDLL(None, use_errno=True)
-NEWNET, NEWNS, NEWUSER = 0x40000000, 0x00020000, 0x10000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
-drop = uid != "-"
-if drop:
-    if libc.unshare(NEWNET | NEWNS) != 0:
-        libc.unshare(NEWNET)
-    # Mounts stay in this namespace only once / is private; never mount otherwise.
-    elif libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) == 0:
-        # The work folder moves into the fresh /tmp, at the same path: all it writes is capped.
-        here, source = os.getcwd(), open("program.py", "rb").read()
-        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-            if os.path.isdir(d):
-                libc.mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                           b"size=64m,mode=1777")
-        if not os.path.exists(os.path.join(here, "program.py")):
-            os.makedirs(here, mode=0o700)
-            with open(os.path.join(here, "program.py"), "wb") as fh:
-                fh.write(source)
-            for path in (here, os.path.join(here, "program.py")):
-                os.chown(path, int(uid), int(uid))
-        os.chdir(here)
-else:
-    uid_now, gid_now = os.getuid(), os.getgid()
-    if libc.unshare(NEWUSER | NEWNET) == 0:
-        # Map ourselves to ourselves, so files keep their owner.
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{uid_now} {uid_now} 1"),
-                           ("gid_map", f"{gid_now} {gid_now} 1")):
+NEWNET, NEWNS, NEWIPC, NEWPID, NEWUSER = 0x40000000, 0x20000, 0x8000000, 0x20000000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 16384, 1 << 18
+PDEATHSIG, DUMPABLE, SUBREAPER, NO_NEW_PRIVS = 1, 4, 36, 38
+uid, here, name = cfg["uid"], cfg["workdir"], cfg["filename"]
+setup = cfg["setup_fd"]
+
+def fail():
+    sys.excepthook(*sys.exc_info())  # the interpreter's own: no traceback module to import
+    os._exit(126)
+
+def prctl(option, value):
+    return libc.prctl(option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0))
+
+def note(line):
+    os.write(setup, (line + "\n").encode())
+
+def mount(source, target, fstype, flags, options=None):
+    return libc.mount(source, target, fstype, flags, options) == 0
+
+def start_program(memory):
+    note("feature " + memory)
+    if uid is not None:  # only root could spare the helpers from the OOM killer (see below)
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("0")
+    resource.setrlimit(resource.RLIMIT_AS, (cfg["memory"],) * 2)
+    resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu"],) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["fsize"],) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if memory == "single-process":
+        # No cgroup to bound the whole: no second process or thread either, so the address
+        # space limit above is all the memory it can hold.
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+    elif uid is not None:
+        # Counted per uid, and this uid is the program's own: a fork bomb stops at the limit.
+        resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"],) * 2)
+    # The token on 3, the report on 4, nothing else of ours (the setup descriptor above all).
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (cfg["token_fd"], cfg["report_fd"])]
+    for target, fd in zip((3, 4), moved):
+        os.dup2(fd, target)
+    os.closerange(5, 1 << 16)
+    prctl(NO_NEW_PRIVS, 1)  # no setuid binary gives its rights back
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    os.chdir(here)
+    os.environ["HOME"] = here
+    os.execve(cfg["command"][0], cfg["command"], os.environ)
+
+def init(private, memory):
+    prctl(PDEATHSIG, signal.SIGKILL)
+    if "pidns" in got and private:
+        # Its own /proc shows this namespace only; an empty one where the kernel refuses.
+        if mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC) or mount(
+            b"tmpfs", b"/proc", b"tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, b"size=4k"
+        ):
+            note("feature pidns")
+    else:
+        prctl(SUBREAPER, 1)  # what the program leaves comes back here, not to the system's init
+    if "ipcns" in got:
+        note("feature ipcns")
+        # SysV shared memory is not in the address space until attached: cap it as well.
+        for key, value in (("shmmax", cfg["memory"]), ("shmall", cfg["memory"] // 4096)):
             try:
-                with open(f"/proc/self/{name}", "w") as fh:
+                with open("/proc/sys/kernel/" + key, "w") as fh:
+                    fh.write(str(value))
+            except OSError:
+                pass
+    program = os.fork()
+    if program == 0:
+        try:
+            start_program(memory)
+        except BaseException:
+            fail()
+    if not ("pidns" in got and private):
+        note("pid %d" % program)  # for the harness to kill, should it leave its group
+    os.close(cfg["token_fd"])
+    os.close(cfg["report_fd"])
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid == program:
+            note("status %d" % status)
+            break
+    # As the namespace's init, leaving kills every process still in it.
+    os._exit(0)
+
+try:
+    prctl(PDEATHSIG, signal.SIGKILL)  # a harness that dies takes its programs with it
+    if os.getppid() != cfg["harness"]:
+        os._exit(125)
+    try:
+        # In the program's cgroup too: when it runs out of memory, one of its own processes goes.
+        with open("/proc/self/oom_score_adj", "w") as fh:
+            fh.write("-1000")
+    except OSError:
+        pass  # not root: nothing to spare the helpers from but the program itself
+    if uid is None and libc.unshare(NEWUSER) == 0:
+        # Map ourselves to ourselves, so files keep their owner.
+        uid_now, gid_now = os.getuid(), os.getgid()
+        for file, text in (("setgroups", "deny"), ("uid_map", "%d %d 1" % (uid_now, uid_now)),
+                           ("gid_map", "%d %d 1" % (gid_now, gid_now))):
+            try:
+                with open("/proc/self/" + file, "w") as fh:
                     fh.write(text)
             except OSError:
                 pass
-resource.setrlimit(resource.RLIMIT_AS, (int(memory),) * 2)
-resource.setrlimit(resource.RLIMIT_CPU, (int(cpu),) * 2)
-resource.setrlimit(resource.RLIMIT_FSIZE, (int(fsize),) * 2)
-resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-if drop:
-    # Counted per uid, and this uid is the program's own: a fork bomb stops at the limit.
-    resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc),) * 2)
-    os.setgroups([])
-    os.setgid(int(uid))
-    os.setuid(int(uid))
-os.execv(sys.executable, [sys.executable, "-I", "-B", "program.py"])
+        note("feature userns")
+    # Nothing of the same uid may read its memory or descriptors from now on (not before: an
+    # undumpable process's /proc/self, uid_map included, belongs to root).
+    prctl(DUMPABLE, 0)
+    names = {NEWNET: "netns", NEWNS: "mountns", NEWIPC: "ipcns", NEWPID: "pidns"}
+    if libc.unshare(NEWNET | NEWNS | NEWIPC | NEWPID) == 0:
+        got = set(names.values())
+    else:
+        got = {ns for flag, ns in names.items() if libc.unshare(flag) == 0}
+    if "netns" in got:
+        note("feature netns")
+    # Mounts stay in this namespace only once / is private; never mount otherwise.
+    private = "mountns" in got and mount(b"none", b"/", None, MS_REC | MS_PRIVATE)
+    tmpfs = False
+    if private:
+        with open(os.path.join(here, name), "rb") as fh:
+            source = fh.read()
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
+            if os.path.isdir(d):
+                done = mount(b"tmpfs", d.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                             b"size=64m,mode=1777")
+                tmpfs = tmpfs or (d == "/tmp" and done)
+    if tmpfs:
+        # The work folder lives in the fresh /tmp, wherever the harness's is: all it writes is
+        # capped there and gone afterwards.
+        here = os.path.join("/tmp", os.path.basename(here))
+        os.mkdir(here, 0o700)
+        with open(os.path.join(here, name), "wb") as fh:
+            fh.write(source)
+        note("feature mountns-tmpfs")
+    if uid is not None:
+        for path in (here, os.path.join(here, name)):
+            os.chown(path, uid, uid)
+    # The harness moves this process into the program's cgroup while it starts, then says whether
+    # that worked: nothing is forked before, so everything after is inside.
+    memory = "cgroup-memory" if os.read(cfg["go_fd"], 1) == b"c" else "single-process"
+    os.close(cfg["go_fd"])
+    child = os.fork()  # the first process of a new PID namespace: its init
+    if child == 0:
+        try:
+            init(private, memory)
+        except BaseException:
+            fail()
+    os.close(cfg["token_fd"])
+    os.close(cfg["report_fd"])
+    status = os.waitpid(child, 0)[1]
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+except BaseException:
+    fail()
 """
+
+
+_BOOTSTRAP_ARGUMENTS = (
+    "harness",
+    "uid",
+    "workdir",
+    "filename",
+    "memory",
+    "cpu",
+    "fsize",
+    "nproc",
+    "token_fd",
+    "report_fd",
+    "setup_fd",
+    "go_fd",
+)
+_BOOTSTRAP_CODE = f"ARGUMENTS = {_BOOTSTRAP_ARGUMENTS!r}\n{BOOTSTRAP}"
+
+
+# --- Uids: one lock file per uid, held while its program runs; a dead holder's lock is freed.
+
+
+@functools.cache
+def _uid_lock_dir() -> Path:
+    """A root-only folder every harness on the machine agrees on (not TMPDIR, which varies)."""
+    for parent in ("/run", "/dev/shm", "/tmp"):
+        folder = Path(parent) / "adaptbench-sandbox-uids"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            info = folder.lstat()
+        except OSError:
+            continue
+        if folder.is_dir() and not folder.is_symlink() and info.st_uid == 0:
+            if not info.st_mode & 0o022:
+                return folder
+    raise RuntimeError(
+        "No folder to lock sandbox uids in: /run, /dev/shm and /tmp gave no root-owned "
+        "adaptbench-sandbox-uids folder writable by root only; make /run writable (or remove a "
+        "foreign /run/adaptbench-sandbox-uids) and run again."
+    )
+
+
+def _lease_uid() -> tuple[int, int]:
+    """A uid no other program on the machine is using, and the descriptor holding its lock."""
+    folder = _uid_lock_dir()
+    uids = list(UID_RANGE)
+    deadline = time.monotonic() + UID_WAIT_S
+    while True:
+        start = random.randrange(len(uids))  # spread concurrent harnesses over the range
+        order = uids[start:] + uids[:start]
+        # Those a dead holder left first (their lock file is not empty), to clear up after it.
+        order.sort(key=lambda uid: not _lock_file_size(folder / f"{uid}.lock"))
+        for uid in order:
+            fd = os.open(folder / f"{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                # flock, not lockf: it also excludes other threads of this process.
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            if os.fstat(fd).st_size:
+                # Its last holder died holding it: whatever it left with this uid goes first.
+                _kill_leftovers(None, uid, "")
+                found = _cgroup_parent()
+                if found is not None:
+                    _remove_cgroup(found[1] / f"adaptbench-sandbox-{uid}")
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return uid, fd
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"All {len(uids)} sandbox uids ({uids[0]}..{uids[-1]}) stayed busy for "
+                f"{UID_WAIT_S:.0f} s: more programs run at once on this machine than there are "
+                "uids. Run fewer evaluations side by side or lower their workers."
+            )
+        time.sleep(0.02)
+
+
+def _lock_file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _release_uid(fd: int) -> None:
+    os.ftruncate(fd, 0)  # empty: a clean release (see _lease_uid)
+    os.close(fd)
+
+
+# --- Memory cgroups: one per program, under this process's own cgroup.
+
+
+def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
+    """(root, mount point, type, super options) of each mount."""
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        tail = fields[fields.index("-") + 1 :]
+        mounts.append((fields[3], fields[4], tail[0], set(tail[2].split(","))))
+    return mounts
+
+
+@functools.cache
+def _cgroup_parent() -> tuple[str, Path] | None:
+    """Where this process may make a memory cgroup per program: ("v2" | "v1", folder), or None."""
+    try:
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = _mountinfo()
+    except (OSError, ValueError, IndexError):
+        return None
+    candidates = []
+    for line in own:
+        hierarchy, controllers, path = line.split(":", 2)
+        for root, point, fstype, options in mounts:
+            v2 = hierarchy == "0" and fstype == "cgroup2"
+            v1 = fstype == "cgroup" and "memory" in options and "memory" in controllers.split(",")
+            if v2 or v1:
+                inner = path[len(root) :] if root != "/" and path.startswith(root) else path
+                candidates.append(("v2" if v2 else "v1", Path(point + inner.rstrip("/"))))
+    for kind, parent in sorted(candidates, key=lambda c: c[0] != "v2"):
+        if kind == "v2":
+            try:  # children get memory.max only where the parent hands the controller down
+                if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
+                    continue
+            except OSError:
+                continue
+        # Named for this call alone: two threads may probe at once, and neither may fail for it.
+        probe = _make_cgroup_at(kind, parent / f"adaptbench-sandbox-probe-{uuid.uuid4().hex}", 64)
+        if probe is not None:
+            _remove_cgroup(probe)
+            return kind, parent
+    return None
+
+
+def _make_cgroup_at(kind: str, path: Path, memory_mb: int) -> Path | None:
+    limit = str(memory_mb * 2**20)
+    try:
+        if path.exists():
+            _remove_cgroup(path)  # a crashed harness's
+        path.mkdir()
+        if kind == "v2":
+            (path / "memory.max").write_text(limit)
+            swap = path / "memory.swap.max"
+        else:
+            (path / "memory.limit_in_bytes").write_text(limit)
+            swap = path / "memory.memsw.limit_in_bytes"  # memory plus swap
+        if swap.exists():
+            swap.write_text("0" if kind == "v2" else limit)
+    except OSError:
+        _remove_cgroup(path)
+        return None
+    return path
+
+
+def _make_cgroup(name: str, memory_mb: int) -> Path | None:
+    found = _cgroup_parent()
+    if found is None:
+        return None
+    kind, parent = found
+    return _make_cgroup_at(kind, parent / f"adaptbench-sandbox-{name}", memory_mb)
+
+
+def _join_cgroup(path: Path, pid: int) -> bool:
+    try:
+        (path / "cgroup.procs").write_text(str(pid))
+        return True
+    except OSError:
+        return False
+
+
+def _remove_cgroup(path: Path) -> None:
+    deadline = time.monotonic() + 2.0
+    while True:
+        try:
+            for pid in (path / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # busy: its last processes are still exiting
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
+
+# --- Leftovers
 
 
 def _proc_entries():
@@ -133,30 +517,39 @@ def _proc_entries():
             yield entry
 
 
-def _belongs(entry: Path, pgid: int, uid: int | None, token: str) -> bool:
+def _real_uid(entry: Path) -> int:
+    # Not the owner of /proc/<pid>, which a program that made itself undumpable hands to root.
+    for line in (entry / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise ValueError(f"no Uid line in {entry}/status")
+
+
+def _belongs(entry: Path, pgid: int | None, uid: int | None, marker: str) -> bool:
     """Is this process part of the run? Its uid says so for certain when the run had its own;
     otherwise its session or group, or the marker in its environment."""
     if uid is not None:
-        return entry.stat().st_uid == uid
-    if entry.stat().st_uid != os.getuid():
+        return _real_uid(entry) == uid
+    if _real_uid(entry) != os.getuid():
         return False
     fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
     if int(fields[2]) == pgid or int(fields[3]) == pgid:  # process group, session
         return True
-    return f"{MARKER}={token}".encode() in (entry / "environ").read_bytes()
+    return f"{MARKER}={marker}".encode() in (entry / "environ").read_bytes()
 
 
-def _kill_leftovers(pgid: int, uid: int | None, token: str) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_leftovers(pgid: int | None, uid: int | None, marker: str) -> None:
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     # A child that called setsid() left the group; its uid (or marker) still gives it away.
     for _ in range(5):
         found = False
         for entry in _proc_entries():
             try:
-                if _belongs(entry, pgid, uid, token):
+                if _belongs(entry, pgid, uid, marker):
                     os.kill(int(entry.name), signal.SIGKILL)
                     found = True
             except (OSError, ValueError, IndexError):
@@ -166,19 +559,71 @@ def _kill_leftovers(pgid: int, uid: int | None, token: str) -> None:
         time.sleep(0.05)
 
 
-def run_program(source: str, limits: Limits = Limits(), success_code: int = 0) -> Outcome:
-    """Run `source` as a Python program in the sandbox; passed means it exited in time with
-    `success_code`."""
-    uid = _FREE_UIDS.get() if os.geteuid() == 0 else None
-    token = uuid.uuid4().hex
+def _read_setup(text: bytes) -> tuple[list[str], int | None, int | None]:
+    """What the bootstrap wrote: the features that took effect, the program's wait status (once
+    it ended) and its pid (where no PID namespace hides it)."""
+    features, wait_status, pid = [], None, None
+    for line in text.decode(errors="replace").splitlines():
+        word, _, value = line.partition(" ")
+        if word == "feature":
+            features.append(value)
+        elif word == "status":
+            wait_status = int(value)
+        elif word == "pid":
+            pid = int(value)
+    return features, wait_status, pid
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for `proc` to end; False if it is still running after `timeout_s`."""
+    try:
+        # Woken the moment it ends: Popen.wait(timeout) polls, sleeping up to 50 ms a time.
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    try:
+        if pidfd is not None:
+            select.select([pidfd], [], [], timeout_s)
+        proc.wait(timeout=0 if pidfd is not None else timeout_s)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def _isolation_of(features: list[str], uid: int | None) -> str:
+    named = [f for f in FEATURES if f in features]
+    return ",".join(["subprocess", "rlimits", *named, "uid" if uid else "same-uid", "pass-token"])
+
+
+def run_program(
+    source: str, limits: Limits = Limits(), success_code: int = 0, runner: Runner | None = None
+) -> Outcome:
+    """Run `source` in the sandbox (a Python program unless `runner` says otherwise); passed
+    means it ran to its end in time, which then exits with `success_code`."""
+    runner = runner or python_runner()
+    lease = _lease_uid() if os.geteuid() == 0 else None
+    uid = lease[0] if lease else None
+    marker = uuid.uuid4().hex
+    token = _new_token()
+    cgroup = None
     workdir = Path(tempfile.mkdtemp(prefix="adaptbench-sandbox-"))
     try:
-        program = workdir / "program.py"
-        program.write_text(source)
-        if uid is not None:
-            os.chown(workdir, uid, uid)
-            os.chown(program, uid, uid)
-        os.chmod(workdir, 0o700)
+        (workdir / runner.filename).write_text(source)
+        cgroup = _make_cgroup(str(uid) if uid else marker, limits.memory_mb)
         env = {
             "PATH": SAFE_PATH,
             "HOME": str(workdir),
@@ -186,47 +631,102 @@ def run_program(source: str, limits: Limits = Limits(), success_code: int = 0) -
             "LANG": "C.UTF-8",
             "PYTHONHASHSEED": "0",
             "PYTHONDONTWRITEBYTECODE": "1",
-            MARKER: token,
+            MARKER: marker,
         }
-        command = [
-            interpreter(),
-            "-I",
-            "-c",
-            BOOTSTRAP,
-            str(limits.memory_mb * 2**20),
-            str(int(limits.timeout_s) + 1),
-            str(limits.max_file_mb * 2**20),
-            str(limits.max_processes),
-            str(uid) if uid is not None else "-",
-        ]
-        # An unlinked file of this process's: the program can only append up to RLIMIT_FSIZE.
-        with tempfile.TemporaryFile() as output:
+        fill = {"{program}": runner.filename, "{success_code}": str(success_code)}
+        # Output: an unlinked file of this process's, which the program can only append to up
+        # to RLIMIT_FSIZE. Report: where the token comes back. Setup: what took effect.
+        with (
+            tempfile.TemporaryFile() as output,
+            tempfile.TemporaryFile() as report,
+            tempfile.TemporaryFile() as setup,
+        ):
+            token_in, token_out = os.pipe()
+            os.write(token_out, token.encode())
+            os.close(token_out)
+            go_in, go_out = os.pipe()
+            config = {
+                "harness": os.getpid(),
+                "uid": -1 if uid is None else uid,
+                "workdir": workdir,
+                "filename": runner.filename,
+                "memory": limits.memory_mb * 2**20,
+                "cpu": int(limits.timeout_s) + 1,
+                "fsize": limits.max_file_mb * 2**20,
+                "nproc": limits.max_processes,
+                "token_fd": token_in,
+                "report_fd": report.fileno(),
+                "setup_fd": setup.fileno(),
+                "go_fd": go_in,
+            }
+            settings = [str(config[key]) for key in _BOOTSTRAP_ARGUMENTS]
+            command = [fill.get(part, part) for part in runner.command]
+            bootstrap = [interpreter(), "-I", "-S", "-c", _BOOTSTRAP_CODE, *settings, *command]
             start = time.perf_counter()
-            proc = subprocess.Popen(
-                command,
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
             try:
-                proc.wait(timeout=limits.timeout_s)
-                status = "passed" if proc.returncode == success_code else "failed"
-            except subprocess.TimeoutExpired:
-                status = "timeout"
+                proc = subprocess.Popen(
+                    bootstrap,
+                    cwd=workdir,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(token_in, report.fileno(), setup.fileno(), go_in),
+                )
+            except BaseException:
+                os.close(go_out)
+                raise
             finally:
-                # Also after a normal exit: children it left running die with it.
-                _kill_leftovers(proc.pid, uid, token)
+                os.close(token_in)
+                os.close(go_in)
+            try:
+                # Moved while its interpreter starts: joining a cgroup can wait for an RCU grace
+                # period (~10 ms), which would otherwise come on top.
+                joined = cgroup is not None and _join_cgroup(cgroup, proc.pid)
+                try:
+                    os.write(go_out, b"c" if joined else b"s")
+                except BrokenPipeError:
+                    pass  # it ended already; its output says why
+                finally:
+                    os.close(go_out)
+                timed_out = not _wait(proc, limits.timeout_s)
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
                 proc.wait()
+                setup.seek(0)
+                features, wait_status, program_pid = _read_setup(setup.read())
+                if wait_status is None and program_pid is not None:
+                    _kill_quietly(program_pid)  # may still run, outside any PID namespace
+                # A bootstrap that saw its init end waited for the PID namespace to empty: nothing
+                # is left. Otherwise children it left running (setsid() or not) die now.
+                if timed_out or "pidns" not in features or wait_status is None:
+                    _kill_leftovers(proc.pid, uid, marker)
             duration = time.perf_counter() - start
             size = output.seek(0, os.SEEK_END)
             output.seek(max(0, size - 4 * OUTPUT_TAIL))
             text = output.read().decode("utf-8", errors="replace")[-OUTPUT_TAIL:]
-        return Outcome(status, proc.returncode, duration, text)
+            report.seek(0)
+            claimed = report.read(1024)
+        returncode = (
+            proc.returncode if wait_status is None else os.waitstatus_to_exitcode(wait_status)
+        )
+        passed = claimed == token.encode() and returncode == success_code
+        status = "timeout" if timed_out else "passed" if passed else "failed"
+        return Outcome(status, returncode, duration, text, _isolation_of(features, uid))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if uid is not None:
-            _FREE_UIDS.put(uid)
+        if cgroup is not None:
+            _remove_cgroup(cgroup)
+        if lease is not None:
+            _release_uid(lease[1])
+
+
+@functools.cache
+def isolation() -> str:
+    """What the sandbox gets on this machine, for signatures (found by running one program)."""
+    return run_program("pass").isolation

@@ -23,8 +23,9 @@ from metrics._sandbox import Limits, interpreter, isolation, run_program
 
 # generate(prompts, n) -> n completions per prompt
 Generate = Callable[[list[str], int], list[list[str]]]
-# A program passes only by reaching its end, which exits with this code: generated code that
-# calls `sys.exit(0)` (e.g. `sys.exit(main())`) before the tests ran must not count as passed.
+# A program passes only by reaching its end (the sandbox's token says so, not an exit code); it
+# then exits with this code, so a log tells a finished program from one that called
+# `sys.exit(0)` (e.g. `sys.exit(main())`) before the tests ran.
 PASS_CODE = 73
 
 
@@ -56,7 +57,7 @@ def program(problem: dict[str, Any], completion: str, mode: str) -> str:
     else:
         renamed = re.sub(r"^(\s*def\s+)\w+", rf"\g<1>{entry}", completion, count=1, flags=re.M)
         body = problem["prompt"] + "    pass\n\n" + renamed
-    return f"{body}\n\n{problem['test']}\n\ncheck({entry})\nraise SystemExit({PASS_CODE})\n"
+    return f"{body}\n\n{problem['test']}\n\ncheck({entry})\n"
 
 
 def docstring_of(problem: dict[str, Any]) -> str:
