@@ -474,25 +474,173 @@ def load_local(
 
 
 def load_hub(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
-    """CodeXGLUE's parquet copy of CodeSearchNet on the Hugging Face hub (needs internet).
+    """CodeXGLUE's parquet copy of CodeSearchNet from the Hugging Face hub, pinned to one commit.
 
     `load_dataset("code_search_net")` no longer works (datasets >= 4 refuses loading scripts);
     `google/code_x_glue_ct_code_to_text` is parquet, one config per language, raw schema + id.
+    Online it comes through `load_dataset` at the commit the hub names. Offline
+    (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), where `load_dataset` refuses before looking at the
+    hub cache, the parquet shards come straight from the hub cache's snapshot (what `hf download`
+    leaves), else from datasets' own cache of an earlier online load. Every route gives the same
+    rows in the same order; the source names the route and the commit (see `hub_source`).
     """
-    from datasets import load_dataset
+    from datasets import config as datasets_config
 
+    from benchmark import hub
+
+    name, revision = config.hub_dataset, config.hub_revision
+    offline = bool(datasets_config.HF_HUB_OFFLINE)
+    snapshot, commit = None, ""
+    if offline:
+        snapshot = hub.cached_snapshot(name, revision, "dataset", "README.md")
+    else:
+        commit = hub.hub_commit(name, revision, "dataset", "data.hub_dataset")
     tasks = {}
     for lang in languages:
-        kwargs = {"revision": config.hub_revision} if config.hub_revision else {}
-        ds = load_dataset(config.hub_dataset, lang, **kwargs)
+        if not offline:
+            splits = _load_dataset(name, lang, commit)
+            source = hub_source(name, commit, "load_dataset")
+        elif snapshot is not None and (files := _snapshot_files(snapshot, lang)):
+            splits = {split: _parquet_split(paths) for split, paths in files.items()}
+            source = hub_source(name, snapshot.name, "hub cache")
+        else:
+            splits, cached_commit = _load_cached_dataset(name, lang, revision, snapshot)
+            source = hub_source(name, cached_commit, "datasets cache")
         stats = LoadStats()
         rows: dict[str, Iterable[RawRow]] = {}
         for split in SPLITS:
-            part = ds[split].shuffle(seed=config.selection_seed)
-            rows[split] = _hub_rows(part, split, f"{config.hub_dataset}/{lang}/{split}", stats)
-        source = f"hub:{config.hub_dataset}@{config.hub_revision or 'main'}"
+            if split not in splits:
+                raise DataError(f"{source}: {lang} has no {split} split (it has {sorted(splits)})")
+            part = splits[split].shuffle(seed=config.selection_seed)
+            rows[split] = _hub_rows(part, split, f"{name}/{lang}/{split}", stats)
         tasks[lang] = _build_task(lang, rows, config, stats, source)
     return tasks
+
+
+def hub_source(dataset: str, commit: str, route: str) -> str:
+    """`hub:<dataset>@<commit> via <route>`: which data set, at which commit, read which way."""
+    return f"hub:{dataset}@{commit} via {route}"
+
+
+def split_hub_source(source: str) -> tuple[str, str, str]:
+    """(dataset, commit, route) of a `hub:` source string; route "" where it names none."""
+    body, _, route = source.removeprefix("hub:").partition(" via ")
+    dataset, _, commit = body.partition("@")
+    return dataset, commit, route
+
+
+def _snapshot_files(snapshot: Path, lang: str) -> dict[str, list[str]]:
+    """Each split's parquet files for config `lang` in a hub cache snapshot ({} when absent),
+    mapped as `load_dataset` maps them: the data card's `configs` patterns, resolved by datasets'
+    own pattern code (sorted), else its default split names under the `<lang>/` folder."""
+    from datasets.data_files import DataFilesDict, get_data_patterns, sanitize_patterns
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard
+
+    entry = MetadataConfigs.from_dataset_card_data(DatasetCard.load(snapshot / "README.md").data)
+    entry = entry.get(lang, {})
+    base = snapshot / entry.get("data_dir", "" if entry else lang)
+    try:
+        if "data_files" in entry:
+            patterns = sanitize_patterns(entry["data_files"])
+        else:
+            patterns = get_data_patterns(str(base))
+        files = DataFilesDict.from_patterns(
+            patterns, base_path=str(base), allowed_extensions=[".parquet"]
+        )
+    except FileNotFoundError:  # datasets' EmptyDatasetError and DataFilesNotFoundError
+        return {}
+    return {str(split): list(paths) for split, paths in files.items() if paths}
+
+
+# What _normalise reads; the token lists and original_string are left in the file.
+_HUB_COLUMNS = {
+    *RAW_FIELDS.values(),
+    *RAW_OPTIONAL.values(),
+    *HF_FIELDS.values(),
+    *HF_OPTIONAL.values(),
+    "id",
+    "partition",
+    "split_name",
+}
+
+
+def _parquet_split(paths: list[str]) -> Any:
+    """One split's shards, concatenated in order, as a `datasets.Dataset` (its shuffle is the one
+    `load_dataset`'s data would get)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+
+    tables = []
+    for path in paths:
+        names = pq.read_schema(path).names
+        tables.append(pq.read_table(path, columns=[c for c in names if c in _HUB_COLUMNS]))
+    key = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+    return Dataset(InMemoryTable(pa.concat_tables(tables)), fingerprint=key)
+
+
+def _load_dataset(name: str, lang: str, commit: str) -> Any:
+    from datasets import load_dataset
+
+    return load_dataset(name, lang, revision=commit)
+
+
+class _CachedVersionNotice(logging.Filter):
+    """Drops datasets' notices that it fell back on its cache: the source records that route."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(
+            ("Using the latest cached version of the dataset", "Found the latest cached dataset")
+        )
+
+
+def _load_cached_dataset(
+    name: str, lang: str, revision: str, snapshot: Path | None
+) -> tuple[Any, str]:
+    """Offline, without the data set in the hub cache: datasets' own cache, and its commit."""
+    from datasets import load_dataset
+
+    from benchmark import hub
+
+    loggers = [
+        logging.getLogger(n) for n in ("datasets.load", "datasets.packaged_modules.cache.cache")
+    ]
+    notice = _CachedVersionNotice()
+    for logger in loggers:
+        logger.addFilter(notice)
+    try:
+        splits = load_dataset(name, lang, **({"revision": revision} if revision else {}))
+    except (ConnectionError, FileNotFoundError, ValueError) as err:
+        where = (
+            f"the hub cache's snapshot {snapshot} has no {lang} parquet files"
+            if snapshot is not None
+            else f"it is not in the hub cache ({hub.cache_dir()})"
+        )
+        raise UsageError(
+            f"data.source=hub offline: {name} {lang} cannot be loaded: {where}, nor in datasets' "
+            f"cache ({str(err).splitlines()[0][:200]}). Fill the hub cache where there is "
+            f"internet (`hf download --repo-type dataset {name}`), or point data.source at "
+            "local CodeSearchNet files"
+        ) from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice)
+    # datasets keeps a hub data set under .../<config>/<version>/<commit>/<files>.arrow
+    folders = {
+        Path(f["filename"]).parent.name for part in splits.values() for f in part.cache_files
+    }
+    commits = sorted(f for f in folders if hub.COMMIT.fullmatch(f))
+    commit = commits[0] if len(commits) == 1 else "unknown-commit"
+    if revision and hub.COMMIT.fullmatch(revision) and commit != revision:
+        raise UsageError(
+            f"data.hub_revision={revision}: datasets' cache holds {name} at {commit} instead; "
+            f"fill the hub cache at that commit (`hf download --repo-type dataset {name} "
+            f"--revision {revision}`)"
+        )
+    return splits, commit
 
 
 def _hub_rows(part: Any, split: str, name: str, stats: LoadStats) -> Iterator[RawRow]:
