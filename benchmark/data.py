@@ -16,6 +16,7 @@ import logging
 import random
 import re
 import tokenize
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -299,24 +300,57 @@ def _normalise(record: dict, schema: tuple[dict, dict], origin: str) -> dict[str
         out[key] = value
     for key, column in optional.items():
         out[key] = record.get(column) or ""
-    out["id"] = record.get("id") or ""
+    ident = record.get("id")  # CodeXGLUE numbers its rows from 0: 0 is an id, not a missing one
+    out["id"] = "" if ident is None else str(ident)
     out["split"] = record.get("partition") or record.get("split_name") or ""
     return out
 
 
+class _Undecodable(str):
+    """A line that is not UTF-8: read_file refuses it or, with skip_bad_rows, counts it."""
+
+
 def _iter_json_lines(path: Path) -> Iterator[tuple[int, str]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        yield from enumerate(fh, start=1)
+    """Numbered lines of a text or gzipped file; a line that is not UTF-8 comes as _Undecodable.
+
+    Read as bytes and decoded line by line, so one bad line is named by its number (and can be
+    skipped) instead of ending the whole file with a decoder error.
+    """
+    gzipped = path.name.endswith(".gz")
+    opener = gzip.open if gzipped else open
+    line_no = 0
+    try:
+        with opener(path, "rb") as fh:
+            for line_no, raw in enumerate(fh, start=1):
+                try:
+                    # A byte-order mark (Windows editors write one) is not part of the data.
+                    yield line_no, raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    yield line_no, _Undecodable(f"byte {err.start + 1} is not UTF-8")
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        where = f"after line {line_no}" if line_no else "at its start"
+        raise DataError(
+            f"{path}: not a complete, valid gzip file ({err}; it breaks {where}): download it "
+            "again, or give the uncompressed .jsonl"
+        ) from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror or err})") from None
 
 
 def read_file(path: Path, skip_bad_rows: bool, stats: LoadStats) -> Iterator[RawRow]:
     """Rows of one `.jsonl`, `.jsonl.gz` or `.parquet` file in either CodeSearchNet schema."""
     default_split = _split_from_name(path)
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(
+                f"{path}: not a readable parquet file ({str(err).splitlines()[0]}): download it "
+                "again, or convert it to .jsonl"
+            ) from None
         schema = _detect_schema(table.column_names, str(path))
         records: Iterable[tuple[int, Any]] = enumerate(table.to_pylist(), start=1)
         parsed = True
@@ -329,6 +363,8 @@ def read_file(path: Path, skip_bad_rows: bool, stats: LoadStats) -> Iterator[Raw
         stats.rows_read += 1
         try:
             if not parsed:
+                if isinstance(item, _Undecodable):
+                    raise DataError(f"{origin}: not UTF-8 text ({item}): save the file as UTF-8")
                 if not item.strip():
                     stats.rows_read -= 1
                     continue

@@ -106,6 +106,27 @@ def _built(config: T5Config, seed: int) -> T5ForConditionalGeneration:
         return T5ForConditionalGeneration(config)
 
 
+def _read_config_json(path: Path, name: str) -> dict:
+    """A `config:` file's JSON object, or a one-line error naming the file and the fault."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"model.name {name!r}: {path} is not UTF-8 text: give a transformers config.json"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise UsageError(
+            f"model.name {name!r}: {path} is not valid JSON ({err.msg} at line {err.lineno}, "
+            f"column {err.colno}): give a transformers config.json"
+        ) from None
+    if not isinstance(values, dict):
+        raise UsageError(
+            f"model.name {name!r}: {path} holds a JSON {type(values).__name__}, not an object: "
+            "give a transformers config.json"
+        )
+    return values
+
+
 def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> T5Config:
     """The T5Config for `tiny` or `config:<path.json>`."""
     if name == "tiny":
@@ -114,11 +135,17 @@ def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> T5Config:
         path = Path(name.removeprefix("config:")).expanduser()
         if not path.is_file():
             raise UsageError(f"model.name {name!r}: no config file at {path}")
-        values = json.loads(path.read_text())
+        values = _read_config_json(path, name)
     values.setdefault("pad_token_id", tokenizer.pad_token_id)
     values.setdefault("eos_token_id", tokenizer.eos_token_id)
     values.setdefault("decoder_start_token_id", tokenizer.pad_token_id)
-    config = T5Config(**{k: v for k, v in values.items() if k not in ("architectures",)})
+    try:
+        config = T5Config(**{k: v for k, v in values.items() if k not in ("architectures",)})
+    except Exception as err:  # transformers' strict config fields raise their own kind
+        text = " ".join(str(err).split())
+        raise UsageError(
+            f"model.name {name!r}: not a usable T5 config ({text}): fix the field it names"
+        ) from None
     if config.vocab_size < len(tokenizer):
         raise UsageError(
             f"model.name {name!r}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
@@ -135,7 +162,14 @@ def load_base(
     if name == "tiny" or name.startswith("config:"):
         tokenizer = _tokenizer(config.tokenizer or str(DEMO_TOKENIZER), _tokenizer_revision(config))
         model_config = build_config(name, tokenizer)
-        model = _built(model_config, config.init_seed)
+        try:
+            model = _built(model_config, config.init_seed)
+        except (TypeError, ValueError, RuntimeError) as err:  # e.g. a negative or text size
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(
+                f"model.name {name!r}: cannot build a model from this config ({first}): check "
+                "its sizes (positive integers) against a transformers T5 config.json"
+            ) from None
         digest = _config_digest(model_config, config.init_seed)
         info = BaseModelInfo(name=name, source="built", revision=digest)
     else:

@@ -29,7 +29,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import methods
-from benchmark.config import ModelConfig, RunConfig
+from benchmark.config import ModelConfig, RunConfig, UsageError
 from benchmark.models import load_base
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,7 +254,14 @@ def check_bundle(bundle: Path) -> dict[str, Any]:
 
 
 def _hub_base(name: str, revision: str) -> torch.nn.Module:
+    from benchmark import hub
+
     kwargs = {"revision": revision} if revision else {}
+    if not hub.hub_offline():  # an unreachable hub: one line now, not minutes of retries
+        try:
+            hub.require_hub(f"the logged model's base {name!r}")
+        except UsageError as err:
+            raise BundleError(f"{err}; or log it with --set bundle_base=true") from None
     try:
         return AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch.float32, **kwargs)
     except OSError as err:

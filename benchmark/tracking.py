@@ -18,7 +18,7 @@ from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from benchmark.data import SAMPLE_DIR, Example, to_records
+from benchmark.data import SAMPLE_DIR, Example, split_hub_source, to_records
 
 PACKAGES = (
     "torch",
@@ -148,7 +148,7 @@ def log_dataset(
 def _dataset_source(source: str, language: str, split: str) -> DatasetSource | str:
     # A plain path string resolves to MLflow's local artifact source.
     if source.startswith("hub:"):
-        path, _, revision = source.removeprefix("hub:").partition("@")
+        path, revision, _ = split_hub_source(source)  # the route ("via hub cache") is not one
         return HuggingFaceDatasetSource(path, config_name=language, split=split, revision=revision)
     if source == "sample":
         return str(SAMPLE_DIR / language)
