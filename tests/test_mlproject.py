@@ -16,7 +16,9 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def mlflow_run(tmp_path: Path, *params: str) -> tuple[subprocess.CompletedProcess, str]:
+def mlflow_run(
+    tmp_path: Path, *params: str, experiment: str = "adaptbench"
+) -> tuple[subprocess.CompletedProcess, str]:
     """`mlflow run <repo> -P ... --env-manager local` from an empty folder; (process, store)."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # A fresh shell's environment: no MLflow state left by the tests that ran in this process
@@ -29,7 +31,7 @@ def mlflow_run(tmp_path: Path, *params: str) -> tuple[subprocess.CompletedProces
     }
     env.update(MLFLOW_TRACKING_URI=store, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false")
     args = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
-    args += ["--experiment-name", "adaptbench"]
+    args += ["--experiment-name", experiment]
     for param in params:
         args += ["-P", param]
     process = subprocess.run(
@@ -82,3 +84,22 @@ def test_mlflow_run_with_a_bad_parameter_leaves_its_run_failed_with_the_error(tm
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FAILED"
     assert "argument --epochs: expected a positive integer, got 'many'" in run.data.tags["error"]
+
+
+def test_mlflow_run_names_the_experiment_its_run_is_in(tmp_path: Path):
+    # `mlflow run` chooses the experiment, not the preset: the closing line must say where.
+    process, store = mlflow_run(
+        tmp_path,
+        "method=none",
+        "languages=python",
+        "train_size=4",
+        "eval_size=2",
+        "overrides=eval.max_new_tokens=4 data.val_size=2",
+        experiment="elsewhere",
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    (run,) = MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("elsewhere").experiment_id]
+    )
+    assert f"run {run.info.run_id} finished" in process.stdout
+    assert "look in experiment 'elsewhere'" in process.stdout
