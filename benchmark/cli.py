@@ -107,7 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = make_config(args.method, args.preset, _collect_overrides(args))
     run_id = run(config, register_as=args.register_as, resume=args.resume)
-    if is_main():  # launched on several processes, one line
+    if is_main():  # launched on several processes, one table and one line
+        _print_scores({run_id: config.method}, config.languages, by_language=True)
         print(
             f"run {run_id} finished: open `mlflow ui` and look in experiment "
             f"{_experiment_of(run_id, config.experiment)!r}"
@@ -132,19 +133,25 @@ def cmd_suite(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     configs = plan(args.preset, names, args.seeds, _collect_overrides(args))
     entries = run_suite(configs)
+    print()
     for entry in entries:
         detail = f"  {entry.error}" if entry.error else ""
         print(f"{entry.method:16} seed {entry.seed:<6} {entry.status:9} {entry.run_id}{detail}")
+    several = len({e.seed for e in entries}) > 1
+    finished = {
+        e.run_id: f"{e.method} {e.seed}" if several else e.method
+        for e in entries
+        if e.status == "FINISHED"
+    }
+    _print_scores(finished, configs[0].languages, by_language=False)
     if not args.no_report:
         from reports.compare import build_report
 
-        ran = {c.method for c in configs}
-        reference = args.reference or ("none" if "none" in ran else "lora")
         out = build_report(
             experiment=configs[0].experiment,
             filter_string=f"tags.preset = '{args.preset}'",
             out_dir=args.out,
-            reference=reference,
+            reference=args.reference,  # empty: none when it is in the report, else lora
         )
         print(f"report: {out / 'comparison.html'} (and comparison.md)")
     print(
@@ -152,6 +159,32 @@ def cmd_suite(args: argparse.Namespace) -> int:
         "sqlite:///mlflow.db>, then open http://127.0.0.1:5000"
     )
     return 0 if all(e.status == "FINISHED" for e in entries) else 1
+
+
+def _print_scores(runs: dict[str, str], languages: list[str], by_language: bool) -> None:
+    """The scores of finished runs (`runs`: run id -> column name) as aligned tables: one
+    column per language for one run, else one table per language with a column per run."""
+    if not runs:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from benchmark import console
+
+    client = MlflowClient()
+    found = {run_id: client.get_run(run_id).data for run_id in runs}
+    if by_language:
+        for run_id, data in found.items():
+            columns = {
+                lang: console.scores_of(data.params, data.metrics, lang) for lang in languages
+            }
+            print(f"\nscores of {runs[run_id]} ({run_id}):")
+            print(console.score_table(columns))
+        return
+    for lang in languages:
+        columns = {runs[i]: console.scores_of(d.params, d.metrics, lang) for i, d in found.items()}
+        print(f"\n{lang} scores:")
+        print(console.score_table(columns))
+    print()
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -342,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference",
         default="",
         help="method the report tests the others against (default: none, the base as it is, "
-        "when it ran, else lora)",
+        "when it is among the compared runs, else lora)",
     )
     _add_run_options(suite)
     suite.set_defaults(func=cmd_suite)
@@ -358,7 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--filter", default="", help="MLflow filter, e.g. \"tags.preset = 'demo'\""
     )
     compare.add_argument("--out", default="reports/latest", help="report folder")
-    compare.add_argument("--reference", default="lora", help="method the others are tested against")
+    compare.add_argument(
+        "--reference",
+        default="",
+        help="method the others are tested against (default: none, the base as it is, when it "
+        "is among the compared runs, else lora)",
+    )
     compare.set_defaults(func=cmd_compare)
 
     meth = sub.add_parser(
@@ -432,15 +470,20 @@ THIRD_PARTY_QUIET = ("mlflow", "transformers", "datasets", "urllib3", "httpx", "
 
 
 def _configure_logging(verbose: bool) -> None:
+    from benchmark import console
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format=console.LOG_FORMAT,
+        datefmt=console.LOG_DATE_FORMAT,
     )
     if not verbose:
-        # MLflow's INFO lines ("Skip logging GPU metrics", system metrics started/stopped) say
-        # nothing a user acts on; warnings and errors still show, and -v shows everything.
+        # Third-party INFO lines, progress bars and known deprecation warnings say nothing a
+        # user acts on (benchmark/console.py lists them); warnings and errors still show, and
+        # -v shows everything.
         for name in THIRD_PARTY_QUIET:
             logging.getLogger(name).setLevel(logging.WARNING)
+        console.quiet_third_party()
 
 
 def _record_on_project_run(message: str) -> None:

@@ -9,11 +9,10 @@ import pandas as pd
 import torch
 from accelerate.utils import gather_object
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 import metrics as metric_registry
-from benchmark import distributed
+from benchmark import console, distributed
 from benchmark.config import EvalConfig
 from benchmark.data import Example
 from metrics import MetricResult
@@ -93,7 +92,7 @@ def _generate(
     ]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
     outputs: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress)
+    bar = console.progress_bar(total=len(prompts), desc=desc, unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         batch = tokenizer(

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from accelerate.utils import set_seed
 from mlflow.tracking import MlflowClient
 
 import methods
-from benchmark import continual, distributed, packaging, tracking
+from benchmark import console, continual, distributed, packaging, tracking
 from benchmark.checkpoint import Checkpointer, load_trainable
 from benchmark.config import RunConfig, UsageError
 from benchmark.data import TaskData, load_tasks
@@ -365,18 +366,20 @@ def _train_task(
             buffer.log({"train/loss": values["train/loss"]}, step_offset + step)
 
     accelerator = make_accelerator(config.train)
-    result = train(
-        adapted.model,
-        train_features,
-        val_features,
-        tokenizer.pad_token_id,
-        config.train,
-        accelerator,
-        log=log_step,
-        desc=f"{lang} train",
-        checkpointer=progress.checkpointer(lang, config, accelerator),
-        before_checkpoint=buffer.flush if main else None,
-    )
+    load = MachineLoad() if main else contextlib.nullcontext()
+    with load:
+        result = train(
+            adapted.model,
+            train_features,
+            val_features,
+            tokenizer.pad_token_id,
+            config.train,
+            accelerator,
+            log=log_step,
+            desc=f"{lang} train",
+            checkpointer=progress.checkpointer(lang, config, accelerator),
+            before_checkpoint=buffer.flush if main else None,
+        )
     if main:
         buffer.flush()
         world = accelerator.num_processes
@@ -393,7 +396,47 @@ def _train_task(
             }
         )
         mlflow.log_metrics({f"{lang}/{k}": v for k, v in result.as_metrics().items()})
+        mlflow.log_metrics({f"{lang}/{k}": v for k, v in load.as_metrics().items()})
     return result.steps
+
+
+class MachineLoad:
+    """The machine's 1-minute load average while a block runs (sampled at its start, every
+    `every_s` seconds and at its end), beside the CPUs it is spread over: a load above them
+    means other work competed for the CPUs, so times measured then are slower than alone."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s = every_s
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError):  # no load average on this system
+            self.samples.append(os.getloadavg()[0])
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._read()
+
+    def __enter__(self) -> MachineLoad:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    def as_metrics(self) -> dict[str, float]:
+        """`train/load_avg` (mean of the samples) and `train/cpu_count`; none without samples."""
+        if not self.samples:
+            return {}
+        return {
+            "train/load_avg": sum(self.samples) / len(self.samples),
+            "train/cpu_count": float(os.cpu_count() or 1),
+        }
 
 
 def _evaluate_task(
@@ -419,7 +462,13 @@ def _evaluate_task(
         {f"metric.{name}.signature": sig for name, sig in result.signatures.items()}
     )
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.as_metrics().items()})
-    log.info("%s%s", prefix, {k: round(v, 4) for k, v in result.as_metrics().items()})
+    # The scores are printed as a table at the end of the run (the CLI's), not one dict each.
+    log.info(
+        "%s: evaluated %d examples in %s",
+        prefix.rstrip("/"),
+        len(task.evaluation),
+        console.duration(result.generation_time_s),
+    )
     return result
 
 

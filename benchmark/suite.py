@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
 
 import methods
+from benchmark import console
 from benchmark.config import RunConfig, UsageError, make_config
 from benchmark.runner import run
 
@@ -53,6 +56,31 @@ def plan(
     return configs
 
 
+class SuiteClock:
+    """Where a suite stands: the child run's position, the time since the suite started and
+    an estimate of the time left (the mean duration of the finished runs times those left)."""
+
+    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.clock = total, clock
+        self.start = clock()
+        self.durations: list[float] = []
+
+    def position(self) -> str:
+        return f"[{min(len(self.durations) + 1, self.total)}/{self.total}]"
+
+    def finished(self, seconds: float) -> float:
+        self.durations.append(seconds)
+        return seconds
+
+    def so_far(self) -> str:
+        text = f"elapsed {console.duration(self.clock() - self.start)}"
+        left = self.total - len(self.durations)
+        if self.durations and left:
+            mean = sum(self.durations) / len(self.durations)
+            text += f", about {console.duration(mean * left)} left"
+        return text
+
+
 def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
     """Run each config as a child of one suite run; a failure is recorded and the suite goes on."""
     first = configs[0]
@@ -61,18 +89,31 @@ def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
     entries: list[SuiteEntry] = []
     with mlflow.start_run(run_name=f"suite-{first.preset}"):
         mlflow.set_tags({"adaptbench.kind": "suite", "preset": first.preset})
+        clock = SuiteClock(len(configs))
         for config in configs:
-            label = f"{config.method} (seed {config.train.seed})"
-            log.info("suite: %s", label)
+            label = f"{clock.position()} {config.method} seed {config.train.seed}"
+            log.info("%s: started (%s)", label, clock.so_far())
+            started = time.monotonic()
             try:
                 run_id = run(config, nested=True)
                 entries.append(SuiteEntry(config.method, config.train.seed, run_id, "FINISHED"))
             except Exception as err:  # noqa: BLE001 - one method's failure must not stop the rest
                 run_id = getattr(err, "mlflow_run_id", "")
                 message = f"{type(err).__name__}: {err}"
-                log.error("suite: %s failed: %s", label, message)
                 entries.append(
                     SuiteEntry(config.method, config.train.seed, run_id, "FAILED", message)
+                )
+            took = clock.finished(time.monotonic() - started)
+            entry = entries[-1]
+            if entry.status == "FINISHED":
+                log.info("%s: FINISHED in %s (%s)", label, console.duration(took), clock.so_far())
+            else:
+                log.error(
+                    "%s: FAILED after %s (%s): %s",
+                    label,
+                    console.duration(took),
+                    clock.so_far(),
+                    entry.error,
                 )
         mlflow.log_dict([e.__dict__ for e in entries], "suite.json")
     return entries

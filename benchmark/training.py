@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
-from benchmark import distributed
+from benchmark import console, distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
 from benchmark.data import Example
@@ -326,7 +325,7 @@ def train(
         pause[0] += time.perf_counter() - saved
 
     consecutive_skips = 0
-    bar = tqdm(
+    bar = console.progress_bar(
         total=total_steps,
         initial=result.steps,
         desc=desc,
@@ -398,8 +397,8 @@ def train(
                     },
                     result.steps,
                 )
-            bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", skipped=result.skipped_steps)
+            bar.update(1)  # after the postfix: a plain line (not a terminal) shows this step's
             if consecutive_skips >= config.max_consecutive_skips:
                 bar.close()
                 raise TrainingDiverged(

@@ -10,9 +10,10 @@ Runs are read from any MLflow tracking store. Only comparable runs are put side 
   that setup. A run trained on other data for one language is left out of that language's table
   only.
 
-Every run that is not in a table (unfinished, failed, other setup, other data) is listed under
-"Left out" with the reason. Sequential-protocol runs of the same setup and data go to the
-forgetting table, not beside the fresh runs.
+A re-run of the same method and seed in a table counts once: the newest run is kept, so a seed
+is never counted twice. Every run that is not in a table (unfinished, failed, other setup, other
+data, re-run since) is listed under "Left out" with the reason. Sequential-protocol runs of the
+same setup and data go to the forgetting table, not beside the fresh runs.
 
 Intervals are 95 % percentile bootstraps over the evaluated examples (see `reports.stats`); each
 method is tested against a reference method with a paired bootstrap on the same example ids.
@@ -56,7 +57,16 @@ COSTS = [
     ("tokens_per_s", "train tokens/s"),
     ("skipped_steps", "skipped steps"),
 ]
+# Costs that a busy machine inflates (or deflates): marked when measured under contention.
+LOAD_SENSITIVE = ("train_time_s", "tokens_per_s")
 PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png")
+BASE_METHOD, FALLBACK_REFERENCE = "none", "lora"
+
+
+def default_reference(methods: Iterable[str]) -> str:
+    """The method the others are tested against when none is named: `none` (the base as it
+    is) when it is among the compared methods, else `lora`. The suite and `compare` both use it."""
+    return BASE_METHOD if BASE_METHOD in set(methods) else FALLBACK_REFERENCE
 
 
 class ReportError(ValueError):
@@ -144,10 +154,16 @@ class MethodRow:
     costs: dict[str, tuple[float, float]]  # cost key -> (mean, std) across seeds
     trainable: tuple[float, float]
     share: tuple[float, float]
+    loads: list[tuple[float, float]] = field(default_factory=list)  # (load average, CPUs) per run
 
     @property
     def seeds(self) -> list[str]:
         return [r.seed for r in self.runs]
+
+    @property
+    def contended(self) -> list[tuple[float, float]]:
+        """The (load, CPUs) of the runs trained while the load average exceeded the CPUs."""
+        return [(load, cpus) for load, cpus in self.loads if load > cpus]
 
 
 @dataclass
@@ -316,8 +332,39 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
             left_out.append(LeftOut(record, reason, different[0]))
         else:
             sequential.append(record)
+    superseded: dict[str, tuple[RunRecord, RunRecord, list[str]]] = {}
+    for language, runs in tables.items():
+        tables[language] = _newest_per_seed(runs, superseded, language)
+    sequential = _newest_per_seed(sequential, superseded, "")
+    for record, newer, languages in superseded.values():
+        left_out.append(LeftOut(record, _rerun_reason(record, newer, languages), languages[0]))
     return Selection(
         anchor.preset, fingerprints, {k: v for k, v in tables.items() if v}, sequential, left_out
+    )
+
+
+def _newest_per_seed(
+    runs: list[RunRecord],
+    superseded: dict[str, tuple[RunRecord, RunRecord, list[str]]],
+    language: str,
+) -> list[RunRecord]:
+    """The newest run of each (method, seed) in `runs` (newest first); the older ones go to
+    `superseded` (run id -> the run, the newer one, the languages where it was replaced)."""
+    kept: dict[tuple[str, str], RunRecord] = {}
+    for record in sorted(runs, key=lambda r: -r.start_time):  # stable: ties keep their order
+        newer = kept.setdefault((record.method, record.seed), record)
+        if newer is not record:
+            superseded.setdefault(record.run_id, (record, newer, []))[2].append(language)
+    return [r for r in runs if kept[(r.method, r.seed)] is r]
+
+
+def _rerun_reason(record: RunRecord, newer: RunRecord, languages: list[str]) -> str:
+    where = [lang for lang in languages if lang]
+    partial = where and set(where) != set(record.languages)
+    return (
+        f"re-run of {record.method} seed {record.seed}: the newer run `{newer.run_id}` is in "
+        f"the tables instead{' (' + ', '.join(where) + ')' if partial else ''}, so the seed "
+        "counts once"
     )
 
 
@@ -460,6 +507,15 @@ def summarise(
                 costs=costs,
                 trainable=_mean_std(_float(r.params.get("trainable_params")) for r in method_runs),
                 share=_mean_std(_float(r.params.get("trainable_share")) for r in method_runs),
+                loads=[
+                    (
+                        r.metrics[f"{language}/train/load_avg"],
+                        r.metrics[f"{language}/train/cpu_count"],
+                    )
+                    for r in method_runs
+                    if f"{language}/train/load_avg" in r.metrics
+                    and f"{language}/train/cpu_count" in r.metrics
+                ],
             )
         )
     return LanguageSection(
@@ -536,14 +592,15 @@ def build_report(
     experiment: str = "adaptbench",
     filter_string: str = "",
     out_dir: str | Path = "reports/latest",
-    reference: str = "lora",
+    reference: str = "",
     tracking_uri: str | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     log_to_mlflow: bool = True,
 ) -> Path:
     """Write comparison.md, a self-contained comparison.html and the plots to `out_dir`;
-    optionally log them as artifacts of a new comparison run. Returns `out_dir`."""
+    optionally log them as artifacts of a new comparison run. Returns `out_dir`. Without a
+    `reference`, `default_reference` of the compared methods."""
     # A client of its own: reading another store must not change the caller's tracking URI.
     client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
     store = tracking_uri or mlflow.get_tracking_uri()
@@ -554,6 +611,9 @@ def build_report(
             stale.unlink()
     records = load_runs(client, experiment, filter_string, store)
     selection = choose_comparable(records)
+    reference = reference or default_reference(
+        r.method for runs in selection.fresh.values() for r in runs
+    )
     sections: list[LanguageSection] = []
     images: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():

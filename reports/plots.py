@@ -88,6 +88,7 @@ def quality_vs_cost(
         ("trainable parameters", lambda r: r.trainable[0]),
         ("train time (s)", lambda r: r.costs["train_time_s"][0]),
     ]
+    contended = [r.method for r in section.rows if r.contended]
     for ax, (label, cost) in zip(axes, axis_costs):
         colors = {r.method: COLORS[i % len(COLORS)] for i, r in enumerate(section.rows)}
         rows = [r for r in section.rows if math.isfinite(cost(r))]
@@ -102,7 +103,6 @@ def quality_vs_cost(
                 capsize=3,
                 color=colors[row.method],
             )
-            ax.annotate(row.method, (x, y), textcoords="offset points", xytext=(5, 5))
         front = pareto_front(points, higher_is_better)
         if front:
             ax.plot(
@@ -118,8 +118,100 @@ def quality_vs_cost(
         ax.set_xlabel(label)
         ax.set_ylabel(f"{quality} ({_arrow(higher_is_better)})")
         ax.xaxis.set_major_formatter(EngFormatter())  # 50k, 1.8M: no overlapping labels
-    fig.suptitle(f"{section.language}: {quality} (95 % interval) against what it costs")
+    title = f"{section.language}: {quality} (95 % interval) against what it costs"
+    if contended:
+        title += "\n† train time measured under contention (machine loaded beyond its CPUs)"
+    fig.suptitle(title)
+    fig.tight_layout()  # the axes take their final place before the labels are placed
+    for ax, (label, cost) in zip(axes, axis_costs):
+        rows = [r for r in section.rows if math.isfinite(cost(r))]
+        timed = label.startswith("train time")
+        names = [r.method + (" †" if timed and r.method in contended else "") for r in rows]
+        label_points(ax, names, [(cost(r), r.estimates[quality].point) for r in rows])
     return _save(fig, path)
+
+
+Box = tuple[float, float, float, float]  # left, bottom, right, top (display pixels)
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(
+    anchors: list[tuple[float, float]],
+    sizes: list[tuple[float, float]],
+    bounds: Box | None = None,
+    pad: float = 6.0,
+    marker: float = 8.0,
+) -> list[Box]:
+    """A box for each label (width, height) near its anchor point, none overlapping another
+    label or another anchor's marker, inside `bounds` where there is room.
+
+    Each label takes the first free place of: above right, below right, above left, below left
+    of its point, then the same places stepped away a label's height at a time (up and down).
+    Labels are placed left to right, so a point's label stays beside it unless others crowd it.
+    """
+    markers = [(x - marker / 2, y - marker / 2, x + marker / 2, y + marker / 2) for x, y in anchors]
+    placed: list[Box] = []
+    boxes: list[Box | None] = [None] * len(anchors)
+    for i in sorted(range(len(anchors)), key=lambda k: (anchors[k][0], -anchors[k][1], k)):
+        (x, y), (width, height) = anchors[i], sizes[i]
+        step = height + 2.0
+        candidates = []
+        for level in range(2 * len(anchors) + 4):  # enough levels for a free place to exist
+            for side in (1, -1) if level else (1,):
+                lift = side * level * step
+                for left in (x + pad, x - pad - width):
+                    candidates.append((left, y + pad / 2 + lift))  # above the point
+                    candidates.append((left, y - pad / 2 - height - lift))  # below it
+        obstacles = placed + [m for k, m in enumerate(markers) if k != i]
+        boxes_there = [(left, bottom, left + width, bottom + height) for left, bottom in candidates]
+        free = [b for b in boxes_there if not any(_overlaps(b, other) for other in obstacles)]
+        inside = [b for b in free if bounds is None or _inside(b, bounds)]
+        boxes[i] = (inside or free or boxes_there)[0]  # the last: never, with these levels
+        placed.append(boxes[i])
+    return boxes
+
+
+def _inside(box: Box, bounds: Box) -> bool:
+    return (
+        box[0] >= bounds[0] and box[1] >= bounds[1] and box[2] <= bounds[2] and box[3] <= bounds[3]
+    )
+
+
+def label_points(ax: Any, names: list[str], points: list[tuple[float, float]]) -> list[Any]:
+    """Name each point (data coordinates) with a label that overlaps no other label (see
+    `place_labels`); a label moved away from its point is tied to it by a thin line."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    sizes = []
+    for name in names:
+        probe = ax.text(0, 0, name, fontsize=9)
+        extent = probe.get_window_extent(renderer)
+        sizes.append((extent.width, extent.height))
+        probe.remove()
+    anchors = [tuple(ax.transData.transform(point)) for point in points]
+    frame = ax.get_window_extent(renderer)
+    boxes = place_labels(anchors, sizes, (frame.x0, frame.y0, frame.x1, frame.y1))
+    per_point = 72.0 / fig.dpi  # annotate's offsets are in points, the boxes in pixels
+    labels = []
+    for name, point, (x, y), box in zip(names, points, anchors, boxes):
+        dx, dy = (box[0] - x) * per_point, (box[1] - y) * per_point
+        far = max(abs(dx), abs(dy)) > 15
+        label = ax.annotate(
+            name,
+            point,
+            textcoords="offset points",
+            xytext=(dx, dy),
+            fontsize=9,
+            ha="left",
+            va="bottom",
+            arrowprops={"arrowstyle": "-", "color": "gray", "lw": 0.6} if far else None,
+        )
+        label.set_in_layout(False)  # placed inside the axes: the layout must not move for it
+        labels.append(label)
+    return labels
 
 
 def loss_curves(client: MlflowClient, section: LanguageSection, path: Path) -> Path:

@@ -143,11 +143,15 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
                 fmt_spread(row.share, several, 100.0) + " %",
                 *[
                     fmt_spread(row.costs[key], several, 2**-20 if key.endswith("bytes") else 1)
+                    + (f" {CONTENDED_MARK}" if row.contended and key in _load_sensitive() else "")
                     for key, _ in _costs()
                 ],
             ]
         )
     blocks.append(("table", header, body))
+    contended = contention_note(section)
+    if contended:
+        blocks.append(("p", contended))
     if not section.metrics:
         blocks.append(("p", "No metric is shared by every run of this table."))
         return blocks + _images(report, f"loss_{section.language}")
@@ -208,6 +212,35 @@ def _costs() -> list[tuple[str, str]]:
     from reports.compare import COSTS
 
     return COSTS
+
+
+def _load_sensitive() -> tuple[str, ...]:
+    from reports.compare import LOAD_SENSITIVE
+
+    return LOAD_SENSITIVE
+
+
+CONTENDED_MARK = "†"
+
+
+def contention_note(section: LanguageSection) -> str:
+    """The footnote of the costs measured on a busy machine; '' when there are none."""
+    marked = [row for row in section.rows if row.contended]
+    if not marked:
+        return ""
+    titles = dict(_costs())
+    columns = " and ".join(titles[key] for key in _load_sensitive())
+    runs = "; ".join(
+        f"{row.method}: "
+        + ", ".join(f"load {fmt(load)} on {cpus:.0f} CPUs" for load, cpus in row.contended)
+        for row in marked
+    )
+    return (
+        f"{CONTENDED_MARK} {columns} measured under contention: the machine's 1-minute load "
+        f"average during training was above its number of CPUs ({runs}), so other work competed "
+        "for them and these runs' times are slower (and throughput lower) than on an idle "
+        "machine. Compare them with care, or rerun those methods alone."
+    )
 
 
 ALT = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -48,9 +50,12 @@ def test_a_bad_method_setting_value_is_refused_before_anything_trains():
     assert "every method" not in message
 
 
-def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, csn_tree: Path):
+def test_a_failing_method_is_recorded_and_the_suite_goes_on(
+    mlflow_store: str, csn_tree: Path, caplog: pytest.LogCaptureFixture
+):
     overrides = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "python"}
-    entries = run_suite(plan("demo", ["peft", "lora"], [42], overrides))
+    with caplog.at_level(logging.INFO, logger="adaptbench"):
+        entries = run_suite(plan("demo", ["peft", "lora"], [42], overrides))
     assert [(e.method, e.status) for e in entries] == [("peft", "FAILED"), ("lora", "FINISHED")]
     assert "config_file" in entries[0].error
     client = MlflowClient()
@@ -58,6 +63,18 @@ def test_a_failing_method_is_recorded_and_the_suite_goes_on(mlflow_store: str, c
     assert failed.info.status == "FAILED" and "config_file" in failed.data.tags["error"]
     finished = client.get_run(entries[1].run_id)
     assert "python/bleu" in finished.data.metrics
+    # The machine's load while lora trained, for the report to mark costs under contention.
+    assert finished.data.metrics["python/train/load_avg"] >= 0
+    assert finished.data.metrics["python/train/cpu_count"] >= 1
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
+    expected = [
+        r"\[1/2\] peft seed 42: started \(elapsed \S+\)",
+        r"\[1/2\] peft seed 42: FAILED after \S+ \(elapsed \S+, about \S+ left\): .+",
+        r"\[2/2\] lora seed 42: started \(elapsed \S+, about \S+ left\)",
+        r"\[2/2\] lora seed 42: FINISHED in \S+ \(elapsed \S+\)",
+    ]
+    assert len(progress) == 4 and all(map(re.fullmatch, expected, progress)), progress
+    assert progress[1].endswith(entries[0].error)
     parent = failed.data.tags["mlflow.parentRunId"]
     assert finished.data.tags["mlflow.parentRunId"] == parent
     assert client.get_run(parent).data.tags["adaptbench.kind"] == "suite"

@@ -63,6 +63,7 @@ def _log_run(
     status: str = "FINISHED",
     train_time: float = 10.0,
     extra_tags: dict[str, str] | None = None,
+    load: tuple[float, float] | None = None,
 ) -> str:
     with mlflow.start_run(run_name=f"{method}-{preset}") as run:
         mlflow.set_tags(
@@ -98,6 +99,8 @@ def _log_run(
                 f"{lang}/trained_weights_bytes": 203_000.0,
                 f"{lang}/generation_time_s": 4.0,
             }
+            if load is not None:  # the machine's load average during training, and its CPUs
+                values |= {f"{lang}/train/load_avg": load[0], f"{lang}/train/cpu_count": load[1]}
             if protocol == "sequential" and lang == "python":
                 values |= {
                     "final/python/bleu": corpus["bleu"] / 2,
@@ -322,3 +325,83 @@ def test_readme_plot_script_copies_the_main_plot(store, tmp_path):
     assert (tmp_path / "docs" / "demo-metrics-python.png").read_bytes() == (
         tmp_path / "out" / "metrics_python.png"
     ).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def reruns(tmp_path_factory: pytest.TempPathFactory):
+    """The base, lora run twice with the same seed (the second time on a busy machine) and
+    full_layer on an idle one; the report with no reference named."""
+    tmp = tmp_path_factory.mktemp("reruns")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracking_utils, "_tracking_uri", None)
+        patch.setattr(fluent, "_active_experiment_id", None)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("reruns")
+        python = ("python",)
+        ids = {
+            "none": _log_run("none", HALF, languages=python),
+            "lora_first": _log_run("lora", ALL_RIGHT, languages=python, train_time=35.0),
+            "lora_again": _log_run(
+                "lora", HALF, languages=python, train_time=409.0, load=(5.9, 2.0)
+            ),
+            "full_layer": _log_run("full_layer", HALF, languages=python, load=(1.2, 2.0)),
+        }
+        out = build_report(
+            experiment="reruns",
+            out_dir=tmp / "out",
+            n_boot=200,
+            tracking_uri=uri,
+            log_to_mlflow=False,
+        )
+        yield {"ids": ids, "text": (out / "comparison.md").read_text(), "out": out}
+
+
+def test_a_rerun_of_the_same_method_and_seed_counts_once(reruns):
+    """The newest run of lora seed 42 is the one shown; the first is under Left out."""
+    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: costs"))}
+    assert costs["lora"][1] == "42"  # not "42, 42"
+    assert costs["lora"][5].startswith("409")  # the newer run's train time, not a mean
+    quality = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: quality"))}
+    assert quality["lora"][3].startswith("0.5 ")  # exact_match of the newer run (HALF)
+    assert "seeds" not in quality["lora"][1]  # one seed: no mean ± std across "seeds"
+    left = reruns["text"].split("## Left out", 1)[1]
+    (line,) = [line for line in left.splitlines() if reruns["ids"]["lora_first"] in line]
+    assert "re-run of lora seed 42" in line and reruns["ids"]["lora_again"] in line
+    assert reruns["ids"]["lora_again"] not in left.replace(line, "")
+
+
+def test_without_a_reference_the_methods_are_tested_against_the_base(reruns):
+    assert "### python: difference from none" in reruns["text"]
+    assert "difference from lora" not in reruns["text"]
+
+
+def test_the_default_reference_is_one_rule_for_the_suite_and_compare():
+    import yaml
+
+    from benchmark.cli import build_parser
+    from reports.compare import default_reference
+
+    assert default_reference(["lora", "none", "full_layer"]) == "none"
+    assert default_reference(["lora", "full_layer"]) == "lora"
+    parser = build_parser()
+    assert parser.parse_args(["compare"]).reference == ""  # build_report applies the rule
+    assert parser.parse_args(["suite"]).reference == ""
+    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "MLproject").read_text())
+    assert project["entry_points"]["compare"]["parameters"]["reference"]["default"] == ""
+
+
+def test_costs_measured_on_a_busy_machine_are_marked(reruns):
+    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: costs"))}
+    section = _section(reruns["text"], "### python: costs")
+    header = next(line for line in section.splitlines() if line.startswith("| method"))
+    titles = [cell.strip() for cell in header.strip("|").split(" | ")]
+    marked = [title for title, cell in zip(titles, costs["lora"]) if cell.endswith(" †")]
+    assert marked == ["train time (s)", "train tokens/s"]  # load 5.9 on 2 CPUs; not the memory
+    for method in ("full_layer", "none"):  # load 1.2 on 2 CPUs; none recorded no load
+        assert "†" not in "".join(costs[method])
+    note = next(line for line in reruns["text"].splitlines() if line.startswith("† "))
+    assert "measured under contention" in note and "lora: load 5.9 on 2 CPUs" in note
+    assert "full_layer" not in note
+    assert (reruns["out"] / "pareto_python.png").is_file()
