@@ -7,6 +7,7 @@ logs it as a param so two numbers are only compared when their signatures match.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -34,6 +35,19 @@ class Metric:
 
     def signature(self) -> str:
         raise NotImplementedError
+
+    def statistics(
+        self, predictions: list[str], references: list[str], language: str
+    ) -> list[list[float]] | None:
+        """Per-example sufficient statistics of a corpus-level metric: rows whose column sums
+        give the corpus value through `score` (sacrebleu's design), so a bootstrap resamples
+        examples and rescores exactly. None (the default): the corpus value is the mean of the
+        per-example values, and that mean is what is resampled."""
+        return None
+
+    def score(self, totals: Sequence[float], count: int) -> float:
+        """The corpus value from the column sums of `statistics` rows over `count` examples."""
+        raise NotImplementedError(f"metric {self.name!r} has no sufficient statistics")
 
     def supports(self, language: str) -> bool:
         return self.languages is None or language in self.languages

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sacrebleu
 from sacrebleu.metrics import BLEU
 
 from metrics import Metric, MetricResult, register
 from metrics._text import code_tokens
+
+
+def _tokenised(texts: list[str]) -> list[str]:
+    return [" ".join(code_tokens(t)) for t in texts]
 
 
 @register
@@ -20,11 +26,35 @@ class Bleu(Metric):
         self._sentence = BLEU(tokenize="none", effective_order=True)
 
     def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
-        hyps = [" ".join(code_tokens(p)) for p in predictions]
-        refs = [" ".join(code_tokens(r)) for r in references]
+        hyps, refs = _tokenised(predictions), _tokenised(references)
         corpus = self._corpus.corpus_score(hyps, [refs]).score
         per_example = [self._sentence.sentence_score(h, [r]).score for h, r in zip(hyps, refs)]
         return MetricResult(corpus=corpus, per_example=per_example)
+
+    def statistics(
+        self, predictions: list[str], references: list[str], language: str
+    ) -> list[list[float]]:
+        """sacrebleu's sufficient statistics per example: hypothesis and reference lengths,
+        then n-gram matches and hypothesis n-grams for orders 1-4 (the order `score` reads)."""
+        rows = []
+        for h, r in zip(_tokenised(predictions), _tokenised(references)):
+            found = self._sentence.sentence_score(h, [r])
+            rows.append([found.sys_len, found.ref_len, *found.counts, *found.totals])
+        return rows
+
+    def score(self, totals: Sequence[float], count: int) -> float:
+        """Corpus BLEU from summed statistics: what `corpus_score` gives on those examples."""
+        order = self._corpus.max_ngram_order
+        return BLEU.compute_bleu(
+            correct=list(totals[2 : 2 + order]),
+            total=list(totals[2 + order :]),
+            sys_len=int(totals[0]),
+            ref_len=int(totals[1]),
+            smooth_method=self._corpus.smooth_method,
+            smooth_value=self._corpus.smooth_value,
+            effective_order=self._corpus.effective_order,
+            max_ngram_order=order,
+        ).score
 
     def signature(self) -> str:
         # sacrebleu's own signature fields, written out: get_signature() needs a scored corpus.

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -75,44 +76,82 @@ class CodeBleu(Metric):
         return f"codebleu|weights:{','.join(map(str, WEIGHTS))}|hashseed:{HASH_SEED}|{versions}"
 
 
-def compute_here(predictions: list[str], references: list[str], language: str) -> MetricResult:
-    """CodeBLEU in this process (reproducible only where string hashing is fixed)."""
-    per_example = [
+def per_example_scores(predictions: list[str], references: list[str], language: str) -> list[float]:
+    """CodeBLEU of each pair on its own; an empty prediction scores 0."""
+    return [
         _codebleu([r], [p], language) if p.strip() else 0.0 for p, r in zip(predictions, references)
     ]
+
+
+def corpus_score(predictions: list[str], references: list[str], language: str) -> float:
+    """CodeBLEU of the corpus, empty predictions entering as 0."""
     # The package scores an empty prediction above zero (its data-flow match defaults to
     # 1): empty predictions count as 0 here, the others enter the corpus computation.
     kept = [(p, r) for p, r in zip(predictions, references) if p.strip()]
-    corpus = 0.0
-    if kept:
-        share = len(kept) / len(predictions)
-        corpus = share * _codebleu([r for _, r in kept], [p for p, _ in kept], language)
-    return MetricResult(corpus=corpus, per_example=per_example)
+    if not kept:
+        return 0.0
+    share = len(kept) / len(predictions)
+    return share * _codebleu([r for _, r in kept], [p for p, _ in kept], language)
+
+
+def compute_here(predictions: list[str], references: list[str], language: str) -> MetricResult:
+    """CodeBLEU in this process (reproducible only where string hashing is fixed)."""
+    return MetricResult(
+        corpus=corpus_score(predictions, references, language),
+        per_example=per_example_scores(predictions, references, language),
+    )
 
 
 def _in_fixed_hash_process(
     predictions: list[str], references: list[str], language: str
 ) -> MetricResult:
-    """`CodeBleu.compute` in a child process whose string hashing is fixed (see HASH_SEED)."""
+    """`CodeBleu.compute` in child processes whose string hashing is fixed (see HASH_SEED).
+
+    The corpus call and the per-pair calls cost about the same and depend on nothing but their
+    inputs, so they run side by side in two children (a core each where there are two): the
+    same numbers, about half the wait.
+    """
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONHASHSEED": HASH_SEED}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
     request = {"predictions": predictions, "references": references, "language": language}
-    done = subprocess.run(
-        [sys.executable, "-m", "metrics.codebleu_metric"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=env,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"CodeBLEU's child process failed:\n{done.stderr[-3000:]}")
-    answer = json.loads(done.stdout)
-    return MetricResult(corpus=answer["corpus"], per_example=answer["per_example"])
+    with tempfile.TemporaryDirectory(prefix="codebleu-") as work:
+        folder = Path(work)
+        (folder / "request.json").write_text(json.dumps(request))
+        children = {}
+        for part in ("corpus", "per_example"):
+            # Files, not pipes, for everything a child writes: neither can block on a full pipe
+            # while this process waits for the other.
+            with (
+                (folder / f"{part}.out").open("w") as out,
+                (folder / f"{part}.err").open("w") as err,
+            ):
+                children[part] = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "metrics.codebleu_metric",
+                        part,
+                        str(folder / "request.json"),
+                    ],
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    cwd=root,
+                    env=env,
+                )
+        answers = {}
+        for part, child in children.items():
+            if child.wait() != 0:
+                detail = (folder / f"{part}.err").read_text()[-3000:]
+                raise RuntimeError(f"CodeBLEU's child process ({part}) failed:\n{detail}")
+            answers[part] = json.loads((folder / f"{part}.out").read_text())
+    return MetricResult(corpus=answers["corpus"], per_example=answers["per_example"])
 
 
-if __name__ == "__main__":  # the child process of _in_fixed_hash_process
-    request = json.loads(sys.stdin.read())
-    result = compute_here(request["predictions"], request["references"], request["language"])
-    json.dump({"corpus": result.corpus, "per_example": result.per_example}, sys.stdout)
+if __name__ == "__main__":  # a child process of _in_fixed_hash_process: part, request file
+    part, path = sys.argv[1], sys.argv[2]
+    request = json.loads(Path(path).read_text())
+    args = (request["predictions"], request["references"], request["language"])
+    scores = corpus_score if part == "corpus" else per_example_scores
+    json.dump(scores(*args), sys.stdout)

@@ -36,11 +36,11 @@ from mlflow.tracking import MlflowClient
 
 from reports import plots, render
 from reports.stats import (
-    CORPUS_STATISTICS,
     MEAN,
     PairedTest,
     Statistic,
     bootstrap_ci,
+    corpus_statistic,
     paired_bootstrap,
 )
 
@@ -394,13 +394,16 @@ def _download_table(client: MlflowClient, record: RunRecord, language: str, tmp:
     record.tables[language] = table.set_index("id", drop=False)
 
 
-def _example_rows(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, Statistic]:
+def _example_rows(
+    table: pd.DataFrame, metric: str, language: str
+) -> tuple[pd.DataFrame, Statistic]:
     """Per-example rows (indexed by example id) and the statistic that summarises them."""
-    if metric in CORPUS_STATISTICS:
-        make, statistic = CORPUS_STATISTICS[metric]
+    statistic = corpus_statistic(metric)
+    if statistic is not None:
         predictions = table["prediction"].fillna("").astype(str).tolist()
         references = table["reference"].fillna("").astype(str).tolist()
-        return pd.DataFrame(make(predictions, references), index=table.index), statistic
+        rows = statistic.rows(predictions, references, language)
+        return pd.DataFrame(rows, index=table.index), statistic
     values = pd.to_numeric(table[metric], errors="coerce").dropna()  # not applicable: skipped
     return values.to_frame(), MEAN
 
@@ -422,7 +425,7 @@ def _mean_std(values: Iterable[float]) -> tuple[float, float]:
 
 
 def _is_mean_of_examples(table: pd.DataFrame, metric: str, logged: float | None) -> bool:
-    if logged is None or metric in CORPUS_STATISTICS:
+    if logged is None or corpus_statistic(metric) is not None:
         return True
     values = pd.to_numeric(table[metric], errors="coerce").dropna()
     return not len(values) or abs(values.mean() - logged) <= 1e-6 * max(1.0, abs(logged))
@@ -448,7 +451,7 @@ def summarise(
     statistics: dict[str, Statistic] = {}
     for method, method_runs in by_method.items():
         for metric in metrics:
-            parts = [_example_rows(r.tables[language], metric) for r in method_runs]
+            parts = [_example_rows(r.tables[language], metric, language) for r in method_runs]
             statistics[metric] = parts[0][1]
             pooled[(method, metric)] = _pool_seeds([p[0] for p in parts])
     mean_not_corpus = sorted(

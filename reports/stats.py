@@ -1,10 +1,11 @@
 """Bootstrap confidence intervals and paired bootstrap tests over evaluated examples.
 
 Every statistic here is a function of column sums of per-example rows: a mean (one column of
-values), or a corpus BLEU (columns of sufficient statistics: lengths, n-gram matches and
-totals). A resample is then a vector of example counts, and its statistic is computed from
-`counts @ rows`: exact for corpus BLEU, and fast (no re-tokenising, no per-resample Python loop
-over examples).
+values), or a corpus-level metric's score from its own sufficient statistics (for BLEU: lengths,
+n-gram matches and totals; the metric defines them and how to score them, this module holds no
+metric formula). A resample is then a vector of example counts, and its statistic is computed
+from `counts @ rows`: exact for corpus BLEU, and fast (no re-tokenising, no per-resample Python
+loop over examples).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from sacrebleu.metrics import BLEU
-
-from metrics._text import code_tokens
 
 
 @dataclass(frozen=True)
@@ -25,6 +23,8 @@ class Statistic:
     name: str
     finish: Callable[[np.ndarray, float], float]
     corpus_level: bool = False  # True: recomputes a corpus metric, not a mean of examples
+    # A corpus-level metric's per-example rows from (predictions, references, language).
+    rows: Callable[[list[str], list[str], str], np.ndarray] | None = None
 
     def __call__(self, rows: np.ndarray) -> float:
         rows = _as_rows(rows)
@@ -38,64 +38,26 @@ def _as_rows(rows: np.ndarray) -> np.ndarray:
 
 MEAN = Statistic("mean of per-example values", lambda totals, n: float(totals[0] / n))
 
-_BLEU = BLEU(tokenize="none")
 
+def corpus_statistic(metric_name: str) -> Statistic | None:
+    """The statistic of a registered corpus-level metric, rescored from the column sums of its
+    own per-example sufficient statistics (`Metric.statistics` / `Metric.score`); None for a
+    metric whose corpus value is a mean of examples, or one not in the registry."""
+    from metrics import METRICS, Metric
 
-def bleu_rows(predictions: list[str], references: list[str]) -> np.ndarray:
-    """Per-example sacrebleu sufficient statistics on code tokens, as `metrics.bleu` scores."""
-    hyps = [" ".join(code_tokens(p)) for p in predictions]
-    refs = [" ".join(code_tokens(r)) for r in references]
-    return np.array(_BLEU._extract_corpus_statistics(hyps, [refs]), dtype=float)
-
-
-def _corpus_bleu(totals: np.ndarray, n: float) -> float:
-    return float(_BLEU._compute_score_from_stats(list(totals)).score)
-
-
-CORPUS_BLEU = Statistic("corpus BLEU from summed sufficient statistics", _corpus_bleu, True)
-
-CODEXGLUE_ORDER = 4
-
-
-def codexglue_rows(predictions: list[str], references: list[str]) -> np.ndarray:
-    """Per-example statistics of `metrics.codexglue_bleu`: reference and hypothesis lengths,
-    then n-gram matches and possible n-grams for orders 1-4 (whitespace tokens)."""
-    from metrics.codexglue_bleu import _ngrams
-
-    rows = []
-    for prediction, reference in zip(predictions, references):
-        hyp, ref = prediction.split(), reference.split()
-        row = [len(ref), len(hyp)]
-        for order in range(1, CODEXGLUE_ORDER + 1):
-            row.append(sum((_ngrams(ref, order) & _ngrams(hyp, order)).values()))
-        row += [max(0, len(hyp) - order + 1) for order in range(1, CODEXGLUE_ORDER + 1)]
-        rows.append(row)
-    return np.array(rows, dtype=float).reshape(len(rows), 2 + 2 * CODEXGLUE_ORDER)
-
-
-def _codexglue_bleu(totals: np.ndarray, n: float) -> float:
-    # Same formula as metrics.codexglue_bleu.smoothed_bleu, from summed counts.
-    ref_length, hyp_length = totals[0], totals[1]
-    matches = totals[2 : 2 + CODEXGLUE_ORDER]
-    possible = totals[2 + CODEXGLUE_ORDER :]
-    if hyp_length == 0:
-        return 0.0
-    geo_mean = float(np.exp(np.mean(np.log((matches + 1.0) / (possible + 1.0)))))
-    ratio = hyp_length / ref_length if ref_length else float("inf")
-    brevity = 1.0 if ratio > 1.0 else float(np.exp(1 - 1.0 / ratio))
-    return 100.0 * geo_mean * brevity
-
-
-CORPUS_CODEXGLUE_BLEU = Statistic(
-    "CodeXGLUE corpus BLEU from summed n-gram counts", _codexglue_bleu, True
-)
-
-# Metrics whose corpus value is not a mean of per-example values but can be recomputed exactly
-# from per-example sufficient statistics; every other metric is bootstrapped as a mean.
-CORPUS_STATISTICS: dict[str, tuple[Callable[[list[str], list[str]], np.ndarray], Statistic]] = {
-    "bleu": (bleu_rows, CORPUS_BLEU),
-    "codexglue_bleu": (codexglue_rows, CORPUS_CODEXGLUE_BLEU),
-}
+    if metric_name not in METRICS:
+        return None
+    metric = METRICS.get(metric_name)()
+    if type(metric).statistics is Metric.statistics:
+        return None
+    return Statistic(
+        f"corpus {metric_name} from summed sufficient statistics",
+        lambda totals, n: float(metric.score(totals, int(n))),
+        corpus_level=True,
+        rows=lambda predictions, references, language: np.asarray(
+            metric.statistics(predictions, references, language), dtype=float
+        ).reshape(len(predictions), -1),
+    )
 
 
 def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:

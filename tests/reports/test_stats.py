@@ -5,16 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import metrics
 from metrics import get_metric
 from reports.plots import pareto_front
 from reports.stats import (
-    CORPUS_BLEU,
-    CORPUS_STATISTICS,
-    bleu_rows,
     bootstrap_ci,
+    corpus_statistic,
     paired_bootstrap,
     resample_counts,
 )
+
+# The registered metrics that rescore from sufficient statistics (found, not listed).
+CORPUS_LEVEL = [name for name in metrics.available() if corpus_statistic(name) is not None]
 
 REFS = [f"def f{i}(x):\n    return x + {i} * x\n" for i in range(40)]
 PREDS = [r.replace("+", "-") if i % 3 else r for i, r in enumerate(REFS)]
@@ -42,19 +44,29 @@ def test_resample_counts_draw_n_examples_each():
     assert counts.shape == (20, 7) and (counts.sum(axis=1) == 7).all()
 
 
-@pytest.mark.parametrize("name", sorted(CORPUS_STATISTICS))
+def test_the_corpus_level_metrics_are_found_in_the_registry():
+    assert {"bleu", "codexglue_bleu"} <= set(CORPUS_LEVEL)
+    assert corpus_statistic("edit_similarity") is None  # a mean of examples
+    assert corpus_statistic("humaneval/pass@1") is None  # not a registered metric
+
+
+@pytest.mark.parametrize("name", CORPUS_LEVEL)
 def test_corpus_statistics_reproduce_the_registry_corpus_value(name):
-    make, statistic = CORPUS_STATISTICS[name]
+    statistic = corpus_statistic(name)
     preds = [*PREDS[:-1], ""]  # an empty prediction too
     expected = get_metric(name).compute(preds, REFS, "python").corpus
-    assert statistic(make(preds, REFS)) == pytest.approx(expected)
+    assert statistic(statistic.rows(preds, REFS, "python")) == pytest.approx(expected)
+    # One example's statistics score as that example's own value.
+    first = get_metric(name).compute(preds[:1], REFS[:1], "python").corpus
+    assert statistic(statistic.rows(preds[:1], REFS[:1], "python")) == pytest.approx(first)
 
 
 def test_corpus_bleu_interval_contains_the_corpus_value_and_shrinks():
-    rows = bleu_rows(PREDS, REFS)
-    point, low, high = bootstrap_ci(rows, CORPUS_BLEU, n_boot=300)
+    bleu = corpus_statistic("bleu")
+    rows = bleu.rows(PREDS, REFS, "python")
+    point, low, high = bootstrap_ci(rows, bleu, n_boot=300)
     assert low <= point <= high
-    _, low_4, high_4 = bootstrap_ci(np.concatenate([rows] * 4), CORPUS_BLEU, n_boot=300)
+    _, low_4, high_4 = bootstrap_ci(np.concatenate([rows] * 4), bleu, n_boot=300)
     assert (high_4 - low_4) < (high - low)
 
 
