@@ -101,11 +101,16 @@ def _collect_overrides(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark.auth import preflight
     from benchmark.config import make_config
     from benchmark.distributed import is_main
     from benchmark.runner import run
 
     config = make_config(args.method, args.preset, _collect_overrides(args))
+    # Against a tracking server: a wrong login or no write access stops here, logging nothing.
+    preflight(
+        config.experiment, run_id=args.resume or os.environ.get("MLFLOW_RUN_ID", ""), write=True
+    )
     run_id = run(config, register_as=args.register_as, resume=args.resume)
     if is_main():  # launched on several processes, one table and one line
         _print_scores({run_id: config.method}, config.languages, by_language=True)
@@ -128,10 +133,12 @@ def _experiment_of(run_id: str, fallback: str) -> str:
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
+    from benchmark.auth import preflight
     from benchmark.suite import plan, run_suite
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     configs = plan(args.preset, names, args.seeds, _collect_overrides(args))
+    preflight(configs[0].experiment, write=True)
     entries = run_suite(configs)
     print()
     for entry in entries:
@@ -188,8 +195,10 @@ def _print_scores(runs: dict[str, str], languages: list[str], by_language: bool)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark.auth import preflight
     from reports.compare import build_report
 
+    preflight(args.experiment or "adaptbench", write=True)  # the report is logged as a run
     out = build_report(
         experiment=args.experiment or "adaptbench",
         filter_string=args.filter,
@@ -521,6 +530,12 @@ def _explain(err: Exception) -> tuple[str, int]:
     if isinstance(err, tuple(kind for kind in usage if kind is not None)):
         return _one_line(err), 2
     mlflow_error = _loaded("mlflow.exceptions", "MlflowException")
+    if mlflow_error is not None:  # a tracking server's 401/403, however deep: what to set
+        from benchmark.auth import refusal_line
+
+        refused = refusal_line(err)
+        if refused is not None:
+            return _one_line(refused), 2
     if mlflow_error is not None and isinstance(err, mlflow_error):
         return _one_line(err.message), 2
     diverged = _loaded("benchmark.training", "TrainingDiverged")

@@ -5,14 +5,13 @@ its ini makes user alice, with EDIT on experiment team-a and nothing on team-b (
 default_permission is NO_PERMISSIONS), and reader, with READ on team-a. The CLI runs in
 subprocesses with the credentials in their environment, as a team's job would.
 
-Tests marked `needs_wiring` check the one-line messages of benchmark.auth, which the CLI gives
-once benchmark/cli.py calls it (see docs/team-server.md); until then they skip, saying so.
+The basic-auth app needs Flask-WTF, which the project depends on (`mlflow[auth]`): nothing here
+skips.
 """
 
 from __future__ import annotations
 
 import configparser
-import importlib.util
 import os
 import re
 import secrets
@@ -44,11 +43,6 @@ from benchmark.auth import (
 from benchmark.config import UsageError
 from tests.conftest import REPO
 from tests.test_tracking_server import SERVER_DEADLINE_S, start_server, stop_server
-
-needs_auth_app = pytest.mark.skipif(
-    importlib.util.find_spec("flask_wtf") is None,
-    reason="MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'",
-)
 
 # Seconds, not minutes: one language, 8 training pairs, 2 steps, 4 greedy 8-token evaluations.
 TINY_RUN = [
@@ -251,30 +245,7 @@ def one_error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def cli_wired(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Skip unless the CLI these tests drive maps refusals through benchmark.auth."""
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import inspect, benchmark.cli as c; s = inspect.getsource(c); "
-            "print('benchmark.auth' in s and 'preflight(' in s and 'refusal' in s)",
-        ],
-        env=dict(os.environ, PYTHONPATH=pythonpath()),
-        cwd=tmp_path_factory.mktemp("probe"),  # where the CLI runs: not this checkout's cwd
-        capture_output=True,
-        text=True,
-    )
-    if probe.stdout.strip() != "True":
-        pytest.skip("benchmark/cli.py does not call benchmark.auth yet (docs/team-server.md)")
-
-
-needs_wiring = pytest.mark.usefixtures("cli_wired")
-
-
 @pytest.mark.slow
-@needs_auth_app
 def test_a_request_without_a_valid_login_is_refused(auth_server: dict):
     url, search = auth_server["url"], f"{auth_server['url']}/api/2.0/mlflow/experiments/search"
     body = {"max_results": 10}
@@ -290,7 +261,6 @@ def test_a_request_without_a_valid_login_is_refused(auth_server: dict):
 
 
 @pytest.mark.slow
-@needs_auth_app
 def test_the_other_experiment_is_closed_to_the_user(
     auth_server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -333,8 +303,6 @@ def test_the_other_experiment_is_closed_to_the_user(
 
 
 @pytest.mark.slow
-@needs_auth_app
-@needs_wiring
 def test_no_access_names_the_experiment_and_the_permission(
     auth_server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -354,7 +322,6 @@ def test_no_access_names_the_experiment_and_the_permission(
 
 
 @pytest.mark.slow
-@needs_auth_app
 def test_a_wrong_password_fails_in_one_line_and_logs_nothing(
     auth_server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -373,8 +340,6 @@ def test_a_wrong_password_fails_in_one_line_and_logs_nothing(
 
 
 @pytest.mark.slow
-@needs_auth_app
-@needs_wiring
 def test_a_wrong_password_names_the_server_and_the_variables(auth_server: dict, tmp_path: Path):
     env = cli_env(auth_server, tmp_path, "alice", "not-her-password")
     for args in (
@@ -400,7 +365,6 @@ def test_a_wrong_password_names_the_server_and_the_variables(auth_server: dict, 
 
 
 @pytest.mark.slow
-@needs_auth_app
 def test_the_user_logs_a_demo_run_and_its_model_loads_back(
     auth_server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -459,7 +423,6 @@ def test_the_user_logs_a_demo_run_and_its_model_loads_back(
 
 
 @pytest.mark.slow
-@needs_auth_app
 def test_a_killed_run_resumes_on_the_server(
     auth_server: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
