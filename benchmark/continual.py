@@ -16,6 +16,7 @@ import mlflow
 import metrics as metric_registry
 from benchmark.config import RunConfig
 from benchmark.evaluation import EvalResult
+from core import record
 
 log = logging.getLogger("adaptbench")
 
@@ -35,10 +36,10 @@ def forgetting(
     for language in languages[:-1]:
         for metric, result in after_own[language].scores.items():
             lost = -_gain(metric, result.corpus, final[language].scores[metric].corpus)
-            out[f"forgetting/{language}/{metric}"] = lost
+            out[record.forgetting_metric(language, metric)] = lost
             per_metric.setdefault(metric, []).append(lost)
     for metric, values in per_metric.items():
-        out[f"bwt/{metric}"] = -sum(values) / len(values)
+        out[record.backward_transfer_metric(metric)] = -sum(values) / len(values)
     return out
 
 

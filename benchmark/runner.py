@@ -27,6 +27,7 @@ from benchmark.data import TaskData, load_tasks
 from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
 from benchmark.models import BaseModelInfo, load_base
 from benchmark.training import encode, fitting, make_accelerator, train
+from core import record as rec  # the run record's names
 from metrics import MetricResult
 
 log = logging.getLogger("adaptbench")
@@ -141,7 +142,7 @@ def _check_resumable(config: RunConfig, run_id: str) -> None:
             f"--resume {run_id}: the run finished; there is nothing to resume. Start a new run "
             "for new results"
         )
-    kind = found.data.tags.get("adaptbench.kind")
+    kind = found.data.tags.get(rec.KIND)
     if kind:
         raise UsageError(
             f"--resume {run_id}: that is a {kind} run, not a method's run: give the id of the "
@@ -173,27 +174,38 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         _check_resumable(config, resume)  # refused before the run is touched
         context = mlflow.start_run(run_id=resume, log_system_metrics=True)
     elif nested:
-        context = mlflow.start_run(nested=True, log_system_metrics=True)
+        context = mlflow.start_run(
+            run_name=f"{config.method} seed {config.train.seed}",
+            nested=True,
+            description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
+            "models under Logged models, examples in Artifacts, eval/<language>_examples.json",
+            log_system_metrics=True,
+        )
     elif active is not None:
         context = contextlib.nullcontext(active)
     else:
         if not os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` chose the experiment already
             mlflow.set_experiment(config.experiment)
-        context = mlflow.start_run(log_system_metrics=True)
+        context = mlflow.start_run(
+            run_name=f"{config.method} seed {config.train.seed}",
+            description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
+            "models under Logged models, examples in Artifacts, eval/<language>_examples.json",
+            log_system_metrics=True,
+        )
     start = time.perf_counter()
     with context as run:
         run_id = distributed.share(run.info.run_id)
         try:
             progress = _progress(config, run_id, bool(resume))
             if resume:
-                resumes = int(run.data.tags.get("resumes", "0")) + 1
-                mlflow.set_tag("resumes", str(resumes))
+                resumes = int(run.data.tags.get(rec.RESUMES, "0")) + 1
+                mlflow.set_tag(rec.RESUMES, str(resumes))
             _execute(config, method, register_as, progress)
-            mlflow.log_metric("wall_time_s", time.perf_counter() - start)
+            mlflow.log_metric(rec.WALL_TIME, time.perf_counter() - start)
             if progress.root is not None:  # finished: nothing left to resume
                 shutil.rmtree(progress.root, ignore_errors=True)
         except Exception as err:
-            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.set_tag(rec.ERROR, f"{type(err).__name__}: {err}"[:5000])
             err.mlflow_run_id = run.info.run_id  # the suite records which run failed
             raise
         return run.info.run_id
@@ -204,12 +216,18 @@ def _execute(
 ) -> None:
     # Inside the run: a data error leaves a failed run that says what went wrong.
     tasks = load_tasks(config.languages, config.data)
-    if distributed.is_main() and not progress.resumed:
+    # A resumed run logged its header before it was killed, unless it was killed before that.
+    if distributed.is_main() and not (progress.resumed and _has_header()):
         _log_run_header(config, method, tasks)
     if config.protocol == "sequential":
         _run_sequential(config, method, tasks, register_as, progress)
     else:
         _run_fresh(config, method, tasks, register_as, progress)
+
+
+def _has_header() -> bool:
+    run = mlflow.active_run()
+    return run is not None and rec.METHOD in MlflowClient().get_run(run.info.run_id).data.tags
 
 
 def _run_fresh(
@@ -309,9 +327,9 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
             {
                 "model.source": info.source,
                 "model.resolved_revision": info.revision,
-                "trainable_params": trainable,
+                rec.TRAINABLE_PARAMS: trainable,
                 "total_params": total,
-                "trainable_share": round(trainable / total, 6),
+                rec.TRAINABLE_SHARE: round(trainable / total, 6),
             }
         )
     return Adapted(model, tokenizer, info, trainable)
@@ -434,8 +452,8 @@ class MachineLoad:
         if not self.samples:
             return {}
         return {
-            "train/load_avg": sum(self.samples) / len(self.samples),
-            "train/cpu_count": float(os.cpu_count() or 1),
+            rec.LOAD_AVERAGE: sum(self.samples) / len(self.samples),
+            rec.CPU_COUNT: float(os.cpu_count() or 1),
         }
 
 
@@ -458,9 +476,7 @@ def _evaluate_task(
     if not distributed.is_main():
         return result
     tracking.log_table(examples_table(task.evaluation, result), f"{table}_examples.json")
-    tracking.log_params(
-        {f"metric.{name}.signature": sig for name, sig in result.signatures.items()}
-    )
+    tracking.log_params({rec.signature_param(name): sig for name, sig in result.signatures.items()})
     mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.as_metrics().items()})
     # The scores are printed as a table at the end of the run (the CLI's), not one dict each.
     log.info(
@@ -500,7 +516,7 @@ def _humaneval(config: RunConfig, adapted: Adapted, prefix: str) -> None:
     )
     if not distributed.is_main():
         return
-    tracking.log_params({"metric.humaneval.signature": signature(samples, "function", 5.0)})
+    tracking.log_params({rec.signature_param("humaneval"): signature(samples, "function", 5.0)})
     mlflow.log_metrics({f"{prefix}humaneval/{k}": v for k, v in results.items()})
 
 
@@ -527,7 +543,7 @@ def _log_model(
         model_uri = packaging.log_pyfunc(
             bundle, f"{lang}_model", config, task.evaluation[0].docstring, register_name
         )
-    mlflow.set_tag(f"{lang}.model_uri", model_uri)
+    mlflow.set_tag(rec.model_uri_tag(lang), model_uri)
     mlflow.log_metric(f"{lang}/trained_weights_bytes", weights_bytes)
     return model_uri
 
@@ -535,20 +551,20 @@ def _log_model(
 def _log_run_header(config: RunConfig, method: methods.Method, tasks: dict[str, TaskData]) -> None:
     mlflow.set_tags(
         {
-            "preset": config.preset,
-            "protocol": config.protocol,
-            "method": config.method,
-            "git_commit": tracking.git_commit(),
+            rec.PRESET: config.preset,
+            rec.PROTOCOL: config.protocol,
+            rec.METHOD: config.method,
+            rec.GIT_COMMIT: tracking.git_commit(),
             "mlflow.runName": f"{config.method}-{config.preset}",
         }
     )
     params = dict(config.flat())
-    params["method.name"] = method.name
+    params[rec.METHOD_NAME] = method.name
     params.update({f"method.{k}": v for k, v in method.config_dict().items()})
     params.update({f"version.{k}": v for k, v in tracking.package_versions().items()})
     for language, task in tasks.items():
-        params[f"data.{language}.source"] = task.source
-        params[f"data.{language}.fingerprint"] = task.fingerprint()
+        params[rec.source_param(language)] = task.source
+        params[rec.fingerprint_param(language)] = task.fingerprint()
         params[f"data.{language}.train_examples"] = len(task.train)
         params[f"data.{language}.val_examples"] = len(task.validation)
         params[f"data.{language}.eval_examples"] = len(task.evaluation)

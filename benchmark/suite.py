@@ -16,6 +16,7 @@ import methods
 from benchmark import console
 from benchmark.config import RunConfig, UsageError, make_config
 from benchmark.runner import run
+from core import record as rec  # the run record's names
 
 log = logging.getLogger("adaptbench")
 
@@ -88,7 +89,7 @@ def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
         mlflow.set_experiment(first.experiment)
     entries: list[SuiteEntry] = []
     with mlflow.start_run(run_name=f"suite-{first.preset}"):
-        mlflow.set_tags({"adaptbench.kind": "suite", "preset": first.preset})
+        mlflow.set_tags({rec.KIND: rec.SUITE_KIND, rec.PRESET: first.preset})
         clock = SuiteClock(len(configs))
         for config in configs:
             label = f"{clock.position()} {config.method} seed {config.train.seed}"

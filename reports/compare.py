@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core import record as rec  # the run record's names
 from reports import plots, render
 from reports.stats import (
     MEAN,
@@ -44,7 +45,6 @@ from reports.stats import (
     paired_bootstrap,
 )
 
-KIND_TAG = "adaptbench.kind"
 SIGNIFICANCE = 0.05
 LEVEL = 0.95
 # Signatures that do not take part in comparability (not shown in the tables).
@@ -92,16 +92,15 @@ class RunRecord:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def fingerprint(self, language: str) -> str:
-        return self.params.get(f"data.{language}.fingerprint", "")
+        return self.params.get(rec.fingerprint_param(language), "")
 
     def signatures(self) -> dict[str, str]:
         """Metric name -> signature, for the metrics that decide comparability."""
         out = {}
         for key, value in self.params.items():
-            if key.startswith("metric.") and key.endswith(".signature"):
-                name = key[len("metric.") : -len(".signature")]
-                if name not in IGNORED_SIGNATURES:
-                    out[name] = value
+            name = rec.signature_of(key)
+            if name is not None and name not in IGNORED_SIGNATURES:
+                out[name] = value
         return out
 
     def setup(self) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -212,23 +211,20 @@ def load_runs(
     records = []
     for run in runs:
         tags = run.data.tags
-        if tags.get(KIND_TAG) or "method" not in tags:
+        if not rec.is_method_run(tags):
             continue
-        try:
-            languages = list(json.loads(run.data.params.get("run.languages", "[]")))
-        except json.JSONDecodeError:
-            languages = []
+        languages = rec.languages(run.data.params)
         records.append(
             RunRecord(
                 run_id=run.info.run_id,
                 name=run.info.run_name or run.info.run_id[:8],
-                method=tags["method"],
-                preset=tags.get("preset", "?"),
-                protocol=tags.get("protocol", "fresh"),
+                method=tags[rec.METHOD],
+                preset=tags.get(rec.PRESET, "?"),
+                protocol=tags.get(rec.PROTOCOL, "fresh"),
                 status=run.info.status,
-                error=tags.get("error", ""),
-                seed=run.data.params.get("train.seed", "?"),
-                languages=[str(lang) for lang in languages],
+                error=tags.get(rec.ERROR, ""),
+                seed=run.data.params.get(rec.SEED, "?"),
+                languages=languages,
                 params=dict(run.data.params),
                 metrics=dict(run.data.metrics),
                 start_time=run.info.start_time or 0,
@@ -458,7 +454,9 @@ def summarise(
         metric
         for metric in metrics
         if not all(
-            _is_mean_of_examples(r.tables[language], metric, r.metrics.get(f"{language}/{metric}"))
+            _is_mean_of_examples(
+                r.tables[language], metric, r.metrics.get(rec.metric(language, metric))
+            )
             for r in runs
         )
     )
@@ -470,7 +468,7 @@ def summarise(
             data, ids = pooled[(method, metric)]
             statistic = statistics[metric]
             point, low, high = bootstrap_ci(data, statistic, n_boot, seed, LEVEL)
-            logged = [r.metrics.get(f"{language}/{metric}", np.nan) for r in method_runs]
+            logged = [r.metrics.get(rec.metric(language, metric), np.nan) for r in method_runs]
             if statistic.corpus_level and len(method_runs) == 1 and np.isfinite(logged[0]):
                 if abs(point - logged[0]) > 1e-6 * max(1.0, abs(logged[0])):
                     notes.append(
@@ -499,7 +497,7 @@ def summarise(
                         )
             estimates[metric] = estimate
         costs = {
-            key: _mean_std(r.metrics.get(f"{language}/{key}", np.nan) for r in method_runs)
+            key: _mean_std(r.metrics.get(rec.metric(language, key), np.nan) for r in method_runs)
             for key, _ in COSTS
         }
         rows.append(
@@ -508,16 +506,18 @@ def summarise(
                 runs=method_runs,
                 estimates=estimates,
                 costs=costs,
-                trainable=_mean_std(_float(r.params.get("trainable_params")) for r in method_runs),
-                share=_mean_std(_float(r.params.get("trainable_share")) for r in method_runs),
+                trainable=_mean_std(
+                    _float(r.params.get(rec.TRAINABLE_PARAMS)) for r in method_runs
+                ),
+                share=_mean_std(_float(r.params.get(rec.TRAINABLE_SHARE)) for r in method_runs),
                 loads=[
                     (
-                        r.metrics[f"{language}/train/load_avg"],
-                        r.metrics[f"{language}/train/cpu_count"],
+                        r.metrics[rec.metric(language, rec.LOAD_AVERAGE)],
+                        r.metrics[rec.metric(language, rec.CPU_COUNT)],
                     )
                     for r in method_runs
-                    if f"{language}/train/load_avg" in r.metrics
-                    and f"{language}/train/cpu_count" in r.metrics
+                    if rec.metric(language, rec.LOAD_AVERAGE) in r.metrics
+                    and rec.metric(language, rec.CPU_COUNT) in r.metrics
                 ],
             )
         )
@@ -555,14 +555,15 @@ def forgetting_rows(
     and per method and metric the backward transfer (`bwt/<metric>`), seeds pooled."""
     grouped: dict[tuple[str, str, str], list[RunRecord]] = {}
     bwt: dict[tuple[str, str], list[float]] = {}
-    for record in sequential:
-        for key, value in record.metrics.items():
-            if key.startswith("forgetting/"):
-                _, language, metric = key.split("/", 2)
+    for run in sequential:
+        for key, value in run.metrics.items():
+            lost = rec.split_forgetting(key)
+            if lost is not None:
+                language, metric = lost
                 if metric.split("/")[0] not in IGNORED_SIGNATURES:
-                    grouped.setdefault((record.method, language, metric), []).append(record)
-            elif key.startswith("bwt/"):
-                bwt.setdefault((record.method, key[len("bwt/") :]), []).append(value)
+                    grouped.setdefault((run.method, language, metric), []).append(run)
+            elif (metric := rec.split_backward_transfer(key)) is not None:
+                bwt.setdefault((run.method, metric), []).append(value)
     rows = []
     for (method, language, metric), runs in sorted(
         grouped.items(), key=lambda item: (item[0][0], _ordered([item[0][1]]), item[0][2])
@@ -573,9 +574,15 @@ def forgetting_rows(
                 language=language,
                 metric=metric,
                 seeds=len(runs),
-                after_own=_mean_std(r.metrics.get(f"{language}/{metric}", np.nan) for r in runs),
-                final=_mean_std(r.metrics.get(f"final/{language}/{metric}", np.nan) for r in runs),
-                forgetting=_mean_std(r.metrics[f"forgetting/{language}/{metric}"] for r in runs),
+                after_own=_mean_std(
+                    r.metrics.get(rec.metric(language, metric), np.nan) for r in runs
+                ),
+                final=_mean_std(
+                    r.metrics.get(rec.final_metric(language, metric), np.nan) for r in runs
+                ),
+                forgetting=_mean_std(
+                    r.metrics[rec.forgetting_metric(language, metric)] for r in runs
+                ),
             )
         )
     return rows, dict(sorted(bwt.items()))
@@ -692,9 +699,9 @@ def _log_comparison_run(
 ) -> None:
     unique = list(dict.fromkeys(r.run_id for r in compared))
     tags = {
-        KIND_TAG: "comparison",
-        "preset": preset,
-        "compared_runs": ",".join(unique)[:5000],
+        rec.KIND: rec.COMPARISON_KIND,
+        rec.PRESET: preset,
+        rec.COMPARED_RUNS: ",".join(unique)[:5000],
     }
     # Under `mlflow run . -e compare` the run it opened is the comparison run; else a new one.
     opened = os.environ.get("MLFLOW_RUN_ID", "")

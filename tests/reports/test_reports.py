@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import fluent
 
+from core import record as rec
 from metrics import get_metric
 from reports.compare import build_report
 
@@ -66,22 +67,23 @@ def _log_run(
     load: tuple[float, float] | None = None,
 ) -> str:
     with mlflow.start_run(run_name=f"{method}-{preset}") as run:
+        # The run record as the runner writes it (core.record names every key).
         mlflow.set_tags(
-            {"method": method, "preset": preset, "protocol": protocol, "git_commit": "abc"}
+            {rec.METHOD: method, rec.PRESET: preset, rec.PROTOCOL: protocol, rec.GIT_COMMIT: "abc"}
             | (extra_tags or {})
         )
         params = {
-            "run.languages": str(list(languages)).replace("'", '"'),
-            "train.seed": str(seed),
-            "trainable_params": "49152",
-            "trainable_share": "0.0247",
-            "method.name": method,
+            rec.LANGUAGES: rec.languages_param(list(languages)),
+            rec.SEED: str(seed),
+            rec.TRAINABLE_PARAMS: "49152",
+            rec.TRAINABLE_SHARE: "0.0247",
+            rec.METHOD_NAME: method,
             **(signatures or SIGNATURES),
         }
-        params |= {f"data.{lang}.fingerprint": fingerprint for lang in languages}
+        params |= {rec.fingerprint_param(lang): fingerprint for lang in languages}
         mlflow.log_params(params)
         if status == "FAILED":
-            mlflow.set_tag("error", "RuntimeError: CUDA out of memory")
+            mlflow.set_tag(rec.ERROR, "RuntimeError: CUDA out of memory")
     if status == "FAILED":
         mlflow.tracking.MlflowClient().set_terminated(run.info.run_id, "FAILED")
         return run.info.run_id
@@ -89,23 +91,26 @@ def _log_run(
         for lang in languages:
             table, corpus = _table(lang, correct)
             mlflow.log_table(table, artifact_file=f"eval/{lang}_examples.json")
-            values = {f"{lang}/{name}": value for name, value in corpus.items()}
+            values = {rec.metric(lang, name): value for name, value in corpus.items()}
             values |= {
-                f"{lang}/train_time_s": train_time,
-                f"{lang}/peak_memory_mb": 1400.0,
-                f"{lang}/tokens_per_s": 9800.0,
-                f"{lang}/samples_per_s": 60.0,
-                f"{lang}/skipped_steps": 0.0,
-                f"{lang}/trained_weights_bytes": 203_000.0,
-                f"{lang}/generation_time_s": 4.0,
+                rec.metric(lang, "train_time_s"): train_time,
+                rec.metric(lang, "peak_memory_mb"): 1400.0,
+                rec.metric(lang, "tokens_per_s"): 9800.0,
+                rec.metric(lang, "samples_per_s"): 60.0,
+                rec.metric(lang, "skipped_steps"): 0.0,
+                rec.metric(lang, "trained_weights_bytes"): 203_000.0,
+                rec.metric(lang, "generation_time_s"): 4.0,
             }
             if load is not None:  # the machine's load average during training, and its CPUs
-                values |= {f"{lang}/train/load_avg": load[0], f"{lang}/train/cpu_count": load[1]}
+                values |= {
+                    rec.metric(lang, rec.LOAD_AVERAGE): load[0],
+                    rec.metric(lang, rec.CPU_COUNT): load[1],
+                }
             if protocol == "sequential" and lang == "python":
                 values |= {
-                    "final/python/bleu": corpus["bleu"] / 2,
-                    "forgetting/python/bleu": corpus["bleu"] / 2,
-                    "bwt/bleu": -corpus["bleu"] / 2,
+                    rec.final_metric("python", "bleu"): corpus["bleu"] / 2,
+                    rec.forgetting_metric("python", "bleu"): corpus["bleu"] / 2,
+                    rec.backward_transfer_metric("bleu"): -corpus["bleu"] / 2,
                 }
             mlflow.log_metrics(values)
             for step in range(1, 6):

@@ -1,0 +1,121 @@
+"""The run record: the names of the tags, params and metrics a benchmark run is written with and
+read back by, in one place.
+
+The runner and the suite write through these names, the report and `compare` read through them,
+and the tests build their runs with them, so renaming one renames it everywhere (a rename used
+to leave the report reading a key nobody wrote, silently).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+# ---------------------------------------------------------------- tags
+
+KIND = "adaptbench.kind"  # "suite" or "comparison"; a method's own run has none
+SUITE_KIND = "suite"
+COMPARISON_KIND = "comparison"
+METHOD = "method"
+PRESET = "preset"
+PROTOCOL = "protocol"
+GIT_COMMIT = "git_commit"
+ERROR = "error"  # why a FAILED run failed: "<ExceptionType>: <message>"
+RESUMES = "resumes"  # how often `--resume` continued the run
+COMPARED_RUNS = "compared_runs"  # a comparison run's inputs, comma-separated ids
+
+
+def model_uri_tag(language: str) -> str:
+    """The tag holding the logged model's URI for `language`."""
+    return f"{language}.model_uri"
+
+
+# ---------------------------------------------------------------- params
+
+LANGUAGES = "run.languages"  # a JSON list, in training order
+SEED = "train.seed"
+METHOD_NAME = "method.name"
+TRAINABLE_PARAMS = "trainable_params"
+TRAINABLE_SHARE = "trainable_share"
+
+
+def signature_param(metric_name: str) -> str:
+    """The param stating every setting that changes a metric's number (sacrebleu's signature)."""
+    return f"metric.{metric_name}.signature"
+
+
+def signature_of(param: str) -> str | None:
+    """The metric whose signature `param` is, or None for any other param."""
+    if param.startswith("metric.") and param.endswith(".signature"):
+        return param[len("metric.") : -len(".signature")]
+    return None
+
+
+def fingerprint_param(language: str) -> str:
+    """sha256 of the exact examples a language was trained and evaluated on."""
+    return f"data.{language}.fingerprint"
+
+
+def source_param(language: str) -> str:
+    return f"data.{language}.source"
+
+
+# ---------------------------------------------------------------- metrics
+
+WALL_TIME = "wall_time_s"
+LOAD_AVERAGE = "train/load_avg"  # under the language: the machine's load while training
+CPU_COUNT = "train/cpu_count"
+
+
+def metric(language: str, name: str) -> str:
+    """A language's metric (`python/bleu`, `python/train/load_avg`)."""
+    return f"{language}/{name}"
+
+
+def final_metric(language: str, name: str) -> str:
+    """Sequential protocol: the last model's score on an earlier language."""
+    return f"final/{language}/{name}"
+
+
+def forgetting_metric(language: str, name: str) -> str:
+    """Sequential protocol: the drop from a language's own model to the last (positive: lost)."""
+    return f"forgetting/{language}/{name}"
+
+
+def backward_transfer_metric(name: str) -> str:
+    """Sequential protocol: minus the mean forgetting of a metric over the earlier languages."""
+    return f"bwt/{name}"
+
+
+def split_forgetting(key: str) -> tuple[str, str] | None:
+    """(language, metric) of a `forgetting_metric` key, else None."""
+    head, _, rest = key.partition("/")
+    language, _, name = rest.partition("/")
+    return (language, name) if head == "forgetting" and language and name else None
+
+
+def split_backward_transfer(key: str) -> str | None:
+    """The metric of a `backward_transfer_metric` key, else None."""
+    return key[len("bwt/") :] if key.startswith("bwt/") else None
+
+
+# ---------------------------------------------------------------- readers
+
+
+def is_method_run(tags: Mapping[str, str]) -> bool:
+    """A method's own run (not a suite parent or a comparison run)."""
+    return not tags.get(KIND) and METHOD in tags
+
+
+def languages(params: Mapping[str, str]) -> list[str]:
+    """The run's languages in training order ([] when unreadable)."""
+    try:
+        found = json.loads(params.get(LANGUAGES, "[]"))
+    except json.JSONDecodeError:
+        return []
+    return [str(lang) for lang in found] if isinstance(found, list) else []
+
+
+def languages_param(names: list[str]) -> str:
+    """The `run.languages` value as the runner logs it (a JSON list)."""
+    return json.dumps(list(names))
