@@ -17,7 +17,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
-    from reports.compare import ForgettingRow, LanguageSection, MethodRow
+    from reports.summary import ForgettingRow, LanguageSection, MethodRow
 
 COLORS = plt.get_cmap("tab10").colors
 BASE_COLOR, REFERENCE_COLOR = "#4C72B0", "#DD8452"

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from reports.compare import Estimate, ForgettingRow, LanguageSection, LeftOut, RunRecord
+    from reports.records import LeftOut, RunRecord
+    from reports.summary import Estimate, ForgettingRow, LanguageSection
 
 # A block: ("h1" | "h2" | "h3" | "p", text), ("table", header, rows), ("img", path, alt) or
 # ("ul", items). Text may hold `code` spans, the only inline markup used.
@@ -209,13 +210,13 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
 
 
 def _costs() -> list[tuple[str, str]]:
-    from reports.compare import COSTS
+    from reports.summary import COSTS
 
     return COSTS
 
 
 def _load_sensitive() -> tuple[str, ...]:
-    from reports.compare import LOAD_SENSITIVE
+    from reports.summary import LOAD_SENSITIVE
 
     return LOAD_SENSITIVE
 

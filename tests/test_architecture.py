@@ -87,3 +87,28 @@ def test_registry_refuses_a_second_entry_of_one_name():
     B.__name__ = "A"
     with pytest.raises(ValueError, match="widget name 'A' is registered twice"):
         registry.register(B)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Full dotted names of everything a module imports (`reports.compare`, ...)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_the_report_flows_one_way_records_then_summaries_then_the_report():
+    # records -> summary -> plots / render -> compare: no module reaches back up that chain.
+    later = {
+        "records": {"reports.summary", "reports.plots", "reports.render", "reports.compare"},
+        "summary": {"reports.plots", "reports.render", "reports.compare"},
+        "plots": {"reports.compare", "reports.render"},
+        "render": {"reports.compare", "reports.plots"},
+    }
+    for name, forbidden in later.items():
+        found = imported_modules(REPO / "reports" / f"{name}.py") & forbidden
+        assert not found, f"reports/{name}.py imports {sorted(found)}"
