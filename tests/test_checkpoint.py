@@ -102,7 +102,7 @@ def test_resume_needs_the_same_settings_and_existing_checkpoints(tmp_path: Path,
     import pytest
 
     from benchmark.config import UsageError, make_config
-    from benchmark.runner import _progress
+    from benchmark.resume import progress_for as _progress
 
     monkeypatch.chdir(tmp_path)
     config = make_config("lora", "demo")
