@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo lock clean
+.PHONY: install test test-fast lint demo docs lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: install
 
 demo: install
 	$(PY) -m benchmark suite --preset demo
+
+# The documentation site (MkDocs, strict: a broken link or page is an error) in build/site/.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lock: install
 	$(PIP) freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt.new
