@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo docs lock clean
+.PHONY: install test test-fast lint demo docs docs-results docs-screenshots lock clean
 
 install: $(STAMP)
 
@@ -31,7 +31,16 @@ demo: install
 
 # The documentation site (MkDocs, strict: a broken link or page is an error) in build/site/.
 docs: install
+	$(PY) scripts/docs_hooks.py
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# The README's results tables from the newest demo suite in the store (after `make demo`), and
+# the MLflow UI screenshots of docs/mlflow-ui.md (needs Debian's chromium).
+docs-results: install
+	$(PY) scripts/docs_results.py --collect --render
+
+docs-screenshots: install
+	$(PY) scripts/ui_screenshot.py
 
 lock: install
 	$(PIP) freeze --exclude-editable | sed 's/+cpu$$//' > constraints.txt.new

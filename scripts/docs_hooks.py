@@ -1,9 +1,11 @@
 """MkDocs hooks for the documentation site (`mkdocs.yml`): pages made from the code at build time.
 
-- `settings.md`: every setting's section, name, type, default, range and help, read from the
-  config dataclasses (`benchmark.config`, declared with `core.settings.setting`), so the table
-  cannot drift from the code.
 - `methods.md` and `metrics.md`: the plugin packages' own READMEs, which stay beside their code.
+
+`docs/settings.md` (every setting's section, name, type, default, range and help) is written from
+the config dataclasses (`benchmark.config`, declared with `core.settings.setting`) by
+`python scripts/docs_hooks.py` (`make docs` runs it); it is committed so that it reads on the
+repository's own pages too, and `tests/test_docs.py` fails when it differs from the code.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def settings_page() -> str:
         "",
         "Every setting, as `--set <section>.<name>=<value>` (top-level ones without a section:",
         "`--set languages=python`). Generated from the config dataclasses in `benchmark/config.py`",
-        "when the site is built; each range is checked before anything loads. Presets",
+        "by `python scripts/docs_hooks.py`; each range is checked before anything loads. Presets",
         "(`benchmark/presets/*.toml`) set their own values; a method's own settings",
         "(`method.<name>`) are listed by `python -m benchmark methods` and in",
         "[Methods](methods.md).",
@@ -78,7 +80,10 @@ def settings_page() -> str:
 
 
 def on_files(files: Files, config: typing.Any) -> Files:
-    files.append(File.generated(config, "settings.md", content=settings_page()))
     for name, path in PACKAGE_PAGES.items():
         files.append(File.generated(config, name, content=path.read_text(encoding="utf-8")))
     return files
+
+
+if __name__ == "__main__":
+    (ROOT / "docs" / "settings.md").write_text(settings_page() + "\n", encoding="utf-8")

@@ -32,6 +32,18 @@ def test_the_docs_site_builds_strict(tmp_path: Path):
     assert (tmp_path / "site" / "methods" / "index.html").is_file()
 
 
+def test_the_committed_settings_page_is_the_codes():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import docs_hooks
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    committed = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert committed == docs_hooks.settings_page() + "\n", (
+        "docs/settings.md is stale: run python scripts/docs_hooks.py (make docs)"
+    )
+
+
 def test_the_settings_page_states_each_range():
     sys.path.insert(0, str(REPO / "scripts"))
     try:
@@ -42,3 +54,14 @@ def test_the_settings_page_states_each_range():
     assert "| `eval.batch_size` | int | `32` | at least 1 | generation batch size |" in page
     assert "| `train.warmup_ratio` | float | `0.06` | at least 0 and below 1 |" in page
     assert "| `protocol` | str | `'fresh'` | one of fresh, sequential |" in page
+
+
+def test_every_link_in_the_readme_leads_somewhere():
+    import re
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    assert targets
+    missing = [t for t in targets if "://" not in t and not (REPO / t).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    assert len(text.splitlines()) <= 200, "the README is an entry point: details go to docs/"
