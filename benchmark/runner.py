@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from mlflow.tracking import MlflowClient
 
 import methods
-from benchmark import console, continual, distributed, packaging, tracking
+from benchmark import console, continual, distributed, launchers, packaging, tracking
 from benchmark.checkpoint import load_trainable
 from benchmark.config import RunConfig, UsageError
 from benchmark.data import TaskData, load_tasks
@@ -66,7 +66,17 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
             run_name=f"{config.method} seed {config.train.seed}",
             nested=True,
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
-            "models under Logged models, examples in Artifacts, eval/<language>_examples.json",
+            "the models under Logged models, the evaluated examples in Artifacts: "
+            + ", ".join(f"eval/{lang}_examples.json" for lang in config.languages),
+            log_system_metrics=True,
+        )
+    elif os.environ.get(launchers.PARENT_ENV) and active is None:
+        # A suite's child launched as its own process or job: nested under the suite run.
+        context = mlflow.start_run(
+            experiment_id=os.environ.get("MLFLOW_EXPERIMENT_ID") or None,
+            parent_run_id=os.environ[launchers.PARENT_ENV],
+            run_name=f"{config.method} seed {config.train.seed}",
+            tags={launchers.CHILD_TAG: os.environ.get(launchers.CHILD_ENV, "")},
             log_system_metrics=True,
         )
     elif active is not None:
@@ -77,7 +87,8 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         context = mlflow.start_run(
             run_name=f"{config.method} seed {config.train.seed}",
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
-            "models under Logged models, examples in Artifacts, eval/<language>_examples.json",
+            "the models under Logged models, the evaluated examples in Artifacts: "
+            + ", ".join(f"eval/{lang}_examples.json" for lang in config.languages),
             log_system_metrics=True,
         )
     start = time.perf_counter()
@@ -443,7 +454,7 @@ def _log_run_header(config: RunConfig, method: methods.Method, tasks: dict[str, 
             rec.PROTOCOL: config.protocol,
             rec.METHOD: config.method,
             rec.GIT_COMMIT: tracking.git_commit(),
-            "mlflow.runName": f"{config.method}-{config.preset}",
+            "mlflow.runName": f"{config.method} seed {config.train.seed}",
         }
     )
     params = dict(config.flat())

@@ -8,12 +8,13 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
 
 import methods
-from benchmark import console
+from benchmark import console, launchers
 from benchmark.config import RunConfig, UsageError, make_config
 from benchmark.runner import run
 from core import record as rec  # the run record's names
@@ -82,14 +83,30 @@ class SuiteClock:
         return text
 
 
-def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
-    """Run each config as a child of one suite run; a failure is recorded and the suite goes on."""
+def run_suite(
+    configs: list[RunConfig],
+    launcher: str = "inline",
+    overrides: dict[str, Any] | None = None,
+    max_parallel: int = 1,
+    slurm: launchers.SlurmOptions | None = None,
+) -> list[SuiteEntry]:
+    """Run each config as a child of one suite run; a failure is recorded and the suite goes on.
+
+    `launcher` says where the children run (`benchmark.launchers`): `inline` here, one after
+    another; `local` as `max_parallel` processes at a time; `slurm` as one job each. The others
+    rebuild each child's config from the suite's `overrides`, as `plan` did."""
     first = configs[0]
     if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(first.experiment)
     entries: list[SuiteEntry] = []
-    with mlflow.start_run(run_name=f"suite-{first.preset}"):
-        mlflow.set_tags({rec.KIND: rec.SUITE_KIND, rec.PRESET: first.preset})
+    with mlflow.start_run(run_name=f"suite-{first.preset}") as suite_run:
+        mlflow.set_tags({rec.KIND: rec.SUITE_KIND, rec.PRESET: first.preset, "launcher": launcher})
+        if launcher != "inline":
+            entries = _run_elsewhere(
+                configs, suite_run, launcher, overrides or {}, max_parallel, slurm
+            )
+            mlflow.log_dict([e.__dict__ for e in entries], "suite.json")
+            return entries
         clock = SuiteClock(len(configs))
         for config in configs:
             label = f"{clock.position()} {config.method} seed {config.train.seed}"
@@ -117,4 +134,56 @@ def run_suite(configs: list[RunConfig]) -> list[SuiteEntry]:
                     entry.error,
                 )
         mlflow.log_dict([e.__dict__ for e in entries], "suite.json")
+    return entries
+
+
+def _run_elsewhere(
+    configs: list[RunConfig],
+    suite_run: Any,
+    launcher: str,
+    overrides: dict[str, Any],
+    max_parallel: int,
+    slurm: launchers.SlurmOptions | None,
+) -> list[SuiteEntry]:
+    """The children as processes or jobs; the suite run records which failed, and their logs."""
+    children = [
+        launchers.Child(
+            index=i,
+            method=config.method,
+            seed=config.train.seed,
+            argv=launchers.child_argv(config.preset, config.method, config.train.seed, overrides),
+        )
+        for i, config in enumerate(configs)
+    ]
+    folder = Path(configs[0].train.checkpoint_dir or "checkpoints").resolve()
+    root = folder / suite_run.info.run_id / "logs"  # recorded on each child run: absolute
+    log.info(
+        "suite: %d child runs through the %s launcher, logs in %s", len(children), launcher, root
+    )
+    started = time.monotonic()
+    if launcher == "local":
+        done = launchers.run_local(children, suite_run, max_parallel, root)
+    else:
+        done = launchers.run_slurm(children, suite_run, slurm or launchers.SlurmOptions(), root)
+    entries = []
+    for item in done:
+        entries.append(
+            SuiteEntry(item.child.method, item.child.seed, item.run_id, item.status, item.error)
+        )
+        level = logging.INFO if item.status == "FINISHED" else logging.ERROR
+        log.log(
+            level,
+            "[%d/%d] %s seed %d: %s (job %s, log %s)%s",
+            item.child.index + 1,
+            len(children),
+            item.child.method,
+            item.child.seed,
+            item.status,
+            item.job.get("id", "?"),
+            item.job.get("log", "?"),
+            f": {item.error}" if item.error else "",
+        )
+    failed = [e.run_id or e.method for e in entries if e.status != "FINISHED"]
+    mlflow.set_tag("failed_children", ",".join(failed)[:5000])
+    log.info("suite: all children done in %s", console.duration(time.monotonic() - started))
     return entries

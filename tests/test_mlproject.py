@@ -30,7 +30,10 @@ def mlflow_run(
         if not k.startswith("MLFLOW_") and k not in ("VIRTUAL_ENV", "CONDA_PREFIX")
     }
     env.update(MLFLOW_TRACKING_URI=store, MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING="false")
-    args = [sys.executable, "-m", "mlflow", "run", str(REPO), "--env-manager", "local"]
+    # The README's command as written: the venv's own `mlflow`, from a PATH without the venv.
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    args = [str(mlflow_cli), "run", str(REPO), "--env-manager", "local"]
     args += ["--experiment-name", experiment]
     for param in params:
         args += ["-P", param]
