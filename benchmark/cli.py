@@ -134,12 +134,27 @@ def _experiment_of(run_id: str, fallback: str) -> str:
 
 def cmd_suite(args: argparse.Namespace) -> int:
     from benchmark.auth import preflight
+    from benchmark.launchers import SlurmOptions
     from benchmark.suite import plan, run_suite
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     configs = plan(args.preset, names, args.seeds, _collect_overrides(args))
     preflight(configs[0].experiment, write=True)
-    entries = run_suite(configs)
+    slurm = SlurmOptions(
+        executor=args.slurm_executor,
+        partition=args.slurm_partition,
+        time_min=args.slurm_time,
+        gpus_per_node=args.slurm_gpus,
+        cpus_per_task=args.slurm_cpus,
+        mem_gb=args.slurm_mem,
+    )
+    entries = run_suite(
+        configs,
+        launcher=args.launcher,
+        overrides=_collect_overrides(args),
+        max_parallel=args.max_parallel,
+        slurm=slurm,
+    )
     print()
     for entry in entries:
         detail = f"  {entry.error}" if entry.error else ""
@@ -207,6 +222,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     print(f"report: {out / 'comparison.md'} and {out / 'comparison.html'}")
     return 0
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _seeds(text: str) -> list[int]:
@@ -326,6 +351,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _flag_value(text: str) -> bool:
+    """`--merged` alone, or with a value as MLproject passes it (true/false)."""
+    value = text.strip().lower()
+    if value in ("", "true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from benchmark.export import export
+
+    note = export(args.model_uri, args.out, merged=args.merged, force=args.force)
+    what = "a PEFT adapter folder" if note["kind"] == "peft_adapter" else "a transformers folder"
+    merged = " (merged)" if note["merged"] else ""
+    print(f"exported {args.model_uri} ({note['method']}) to {args.out}: {what}{merged}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m benchmark",
@@ -380,6 +425,31 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds")
     suite.add_argument("--out", default="reports/latest", help="report folder")
     suite.add_argument("--no-report", action="store_true", help="skip the comparison report")
+    suite.add_argument(
+        "--launcher",
+        choices=("inline", "local", "slurm"),
+        default="inline",
+        help="where the child runs go: inline (this process, in turn), local (separate "
+        "processes, --max-parallel at a time, a GPU or a share of the CPU threads each), slurm "
+        "(one Slurm job each, through submitit)",
+    )
+    suite.add_argument(
+        "--max-parallel", type=_positive, default=2, help="local launcher: processes at a time"
+    )
+    suite.add_argument(
+        "--slurm-executor",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="slurm launcher: submit to Slurm, or run the same jobs as submitit's local "
+        "processes (no cluster needed)",
+    )
+    suite.add_argument(
+        "--slurm-partition", default="", help="Slurm partition (default: the site's)"
+    )
+    suite.add_argument("--slurm-time", type=_positive, default=240, help="minutes per job")
+    suite.add_argument("--slurm-gpus", type=int, default=1, help="GPUs per job")
+    suite.add_argument("--slurm-cpus", type=_positive, default=8, help="CPUs per job")
+    suite.add_argument("--slurm-mem", type=_positive, default=32, help="memory per job, GB")
     suite.add_argument(
         "--reference",
         default="",
@@ -461,6 +531,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --host: an authenticating reverse proxy guards the port",
     )
     serve.set_defaults(func=cmd_serve)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a logged model as a plain transformers folder or a PEFT adapter folder",
+        description="Write a logged model to a folder that transformers (and peft) load without "
+        "adaptbench: with --merged the method folded into the base (save_pretrained); without, "
+        "a PEFT-based method's adapter (adapter_config.json and its weights). Either way with "
+        "the tokenizer, export.json and README.md saying where it came from.",
+        epilog="Example: .venv/bin/python -m benchmark export --model-uri "
+        "runs:/<run_id>/python_model --out exported/lora-python --merged",
+    )
+    exp.add_argument("--model-uri", required=True, help="an MLflow model URI")
+    exp.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    exp.add_argument(
+        "--merged",
+        nargs="?",
+        const="true",
+        default=False,
+        type=_flag_value,
+        metavar="true|false",
+        help="fold the method into the base: a plain transformers model (also --merged=false)",
+    )
+    exp.add_argument(
+        "--force", action="store_true", help="replace an earlier export in --out (only that)"
+    )
+    exp.set_defaults(func=cmd_export)
     return parser
 
 
