@@ -15,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import textwrap
 from pathlib import Path
 
-from tests.conftest import CODET5_CONFIG, javascript_function, python_function
+from tests.conftest import CODET5_CONFIG, raw_row
 
 MODEL_REPO = "Salesforce/codet5-small"
 DATASET_REPO = "google/code_x_glue_ct_code_to_text"
@@ -128,21 +127,10 @@ def model_files(values: dict | None = None) -> dict[str, bytes]:
 
 
 def _row(language: str, i: int) -> dict:
-    maker = python_function if language == "python" else javascript_function
-    code, doc = maker(i)
-    return {
-        "id": i,
-        "repo": f"example/{language}",
-        "path": f"src/module_{i % 7}.{'py' if language == 'python' else 'js'}",
-        "func_name": f"fn_{i}",
-        "original_string": code,
-        "language": language,
-        "code": code,
-        "code_tokens": code.split(),
-        "docstring": textwrap.dedent(doc),
-        "docstring_tokens": doc.split(),
-        "url": f"https://example.invalid/{language}/{i}",
-    }
+    """A CodeXGLUE row: the raw CodeSearchNet fields with CodeXGLUE's integer id, no sha, and
+    no partition (the split is the shard's)."""
+    row = {k: v for k, v in raw_row(language, i, "train").items() if k not in ("sha", "partition")}
+    return {"id": i, **row}
 
 
 DATASET_CARD = """---

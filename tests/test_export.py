@@ -19,6 +19,7 @@ import torch
 from benchmark import cli
 from benchmark.export import export
 from tests.conftest import REPO, SMALL_RUN, write_csn_tree
+from tests.test_boundary import refused
 
 pytestmark = pytest.mark.slow
 
@@ -243,17 +244,6 @@ def test_a_peft_method_exports_its_adapter_that_peft_loads_alone(
     elsewhere.mkdir()
     plain, _ = load_alone(out, elsewhere)
     assert plain["codes"] == served(uri)[0]
-
-
-def refused(argv: list[str], capsys) -> str:
-    """Run the CLI; assert it refused with one `error:` line and exit code 2; that line."""
-    code = cli.main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert lines and lines[-1].startswith("error: "), err
-    return lines[-1]
 
 
 @pytest.mark.parametrize(
