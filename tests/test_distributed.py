@@ -72,6 +72,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path)
 
     # Every metric logged once: one value per step for curves, one value for the rest.
     for key in two.data.metrics:
+        if key.startswith("system/"):  # sampled every few seconds: as many as the run took
+            continue
         history = client.get_metric_history(two.info.run_id, key)
         steps = [m.step for m in history]
         assert len(steps) == len(set(steps)), key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,7 +90,8 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     assert resumed.data.metrics["javascript/resumed_from_step"] >= 8
 
     (tmp_path / "ref").mkdir()
-    reference_id = run_cli(tmp_path / "ref", env).split()[1]  # "run <id> finished: ..."
+    # "run <id> finished: ..." closes the output, after the score table.
+    reference_id = re.search(r"^run (\w+) finished", run_cli(tmp_path / "ref", env), re.M)[1]
     reference = client.get_run(reference_id)
     for language in ("python", "javascript"):
         assert predictions(client, run_id, language, tmp_path / "a") == predictions(

@@ -352,6 +352,7 @@ def test_no_window_means_one_call_at_a_time_each_alone():
 def test_the_served_model_batched_answers_each_call_as_alone(demo_run: dict):
     import mlflow
 
+    mlflow.set_tracking_uri(demo_run["uri"])  # the store the shared run is in
     model = mlflow.pyfunc.load_model(f"runs:/{demo_run['run_id']}/python_model")
     for params in ({"num_beams": 1, "max_new_tokens": 16}, {"max_new_tokens": 16}):
         alone = [model.predict(frame(p), params=params)["code"][0] for p in CONCURRENT]
