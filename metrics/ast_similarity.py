@@ -38,8 +38,13 @@ def python_node_types(code: str) -> list[str] | None:
 def tree_sitter_node_types(code: str, language: str) -> list[str]:
     """Pre-order sequence of tree-sitter's named node types (error-tolerant, so a reference
     that does not parse still gets a sequence; its ERROR nodes count as types)."""
+    return node_types(top_nodes(code, language)[0])
+
+
+def node_types(nodes: list) -> list[str]:
+    """Pre-order sequence of the named node types of tree-sitter `nodes` and their subtrees."""
     out: list[str] = []
-    stack = list(reversed(top_nodes(code, language)[0]))
+    stack = list(reversed(nodes))
     while stack:
         node = stack.pop()
         if node.is_named and node.type not in _TS_SKIPPED:
@@ -49,20 +54,27 @@ def tree_sitter_node_types(code: str, language: str) -> list[str]:
 
 
 def pair_similarity(prediction: str, reference: str, language: str) -> float:
-    if not parses(prediction, language):
-        return 0.0
-    prediction, reference = strip_fences(prediction), strip_fences(reference)
     if language == "python":
+        if not parses(prediction, language):
+            return 0.0
+        prediction, reference = strip_fences(prediction), strip_fences(reference)
         pred, ref = python_node_types(prediction), python_node_types(reference)
         if ref is None or pred is None:
             # A Python 2 reference (CodeSearchNet has some): both sides through tree-sitter,
             # which parses what it can; the two kinds of sequence must never be mixed.
             pred = tree_sitter_node_types(prediction, language)
             ref = tree_sitter_node_types(reference, language)
-    else:
-        pred = tree_sitter_node_types(prediction, language)
-        ref = tree_sitter_node_types(reference, language)
-    return Indel.normalized_similarity(pred, ref)
+        return Indel.normalized_similarity(pred, ref)
+    # One parse of the prediction says both whether it parses (as `parses` asks it) and what
+    # its node types are.
+    prediction = strip_fences(prediction)
+    if not prediction.strip():
+        return 0.0
+    nodes, valid = top_nodes(prediction, language)
+    if not valid:
+        return 0.0
+    reference_types = tree_sitter_node_types(strip_fences(reference), language)
+    return Indel.normalized_similarity(node_types(nodes), reference_types)
 
 
 @register

@@ -15,6 +15,11 @@ def _tokenised(texts: list[str]) -> list[str]:
     return [" ".join(code_tokens(t)) for t in texts]
 
 
+def _row(found) -> list[int]:
+    """A sentence score's counts in `Bleu.statistics`' order."""
+    return [found.sys_len, found.ref_len, *found.counts, *found.totals]
+
+
 @register
 class Bleu(Metric):
     """sacrebleu BLEU-4 after splitting code into `\\w+|[^\\s\\w]` tokens (0-100)."""
@@ -26,21 +31,26 @@ class Bleu(Metric):
         self._sentence = BLEU(tokenize="none", effective_order=True)
 
     def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
+        # One sentence score a pair gives both: its value and its counts, whose sums make the
+        # corpus score (what `corpus_score` computes from the same counts, without counting the
+        # n-grams of every pair a second time).
+        scores = self._sentence_scores(predictions, references)
+        rows = [_row(found) for found in scores]
+        totals = [sum(column) for column in zip(*rows)] if rows else [0] * 10
+        return MetricResult(
+            corpus=self.score(totals, len(rows)), per_example=[found.score for found in scores]
+        )
+
+    def _sentence_scores(self, predictions: list[str], references: list[str]) -> list:
         hyps, refs = _tokenised(predictions), _tokenised(references)
-        corpus = self._corpus.corpus_score(hyps, [refs]).score
-        per_example = [self._sentence.sentence_score(h, [r]).score for h, r in zip(hyps, refs)]
-        return MetricResult(corpus=corpus, per_example=per_example)
+        return [self._sentence.sentence_score(h, [r]) for h, r in zip(hyps, refs)]
 
     def statistics(
         self, predictions: list[str], references: list[str], language: str
     ) -> list[list[float]]:
         """sacrebleu's sufficient statistics per example: hypothesis and reference lengths,
         then n-gram matches and hypothesis n-grams for orders 1-4 (the order `score` reads)."""
-        rows = []
-        for h, r in zip(_tokenised(predictions), _tokenised(references)):
-            found = self._sentence.sentence_score(h, [r])
-            rows.append([found.sys_len, found.ref_len, *found.counts, *found.totals])
-        return rows
+        return [_row(found) for found in self._sentence_scores(predictions, references)]
 
     def score(self, totals: Sequence[float], count: int) -> float:
         """Corpus BLEU from summed statistics: what `corpus_score` gives on those examples."""

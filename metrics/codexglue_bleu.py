@@ -12,7 +12,8 @@ MAX_ORDER = 4
 
 
 def _ngrams(tokens: list[str], order: int) -> Counter:
-    return Counter(tuple(tokens[i : i + order]) for i in range(len(tokens) - order + 1))
+    # zip of shifted views: the n-grams as tuples, without slicing the list once per n-gram.
+    return Counter(zip(*(tokens[i:] for i in range(order))))
 
 
 def pair_statistics(reference: list[str], hypothesis: list[str]) -> list[int]:
@@ -20,7 +21,13 @@ def pair_statistics(reference: list[str], hypothesis: list[str]) -> list[int]:
     n-grams for orders 1-4 (summed over pairs, they give the corpus score)."""
     row = [len(reference), len(hypothesis)]
     for order in range(1, MAX_ORDER + 1):
-        row.append(sum((_ngrams(reference, order) & _ngrams(hypothesis, order)).values()))
+        if order > len(hypothesis) or order > len(reference):
+            row.append(0)  # no n-gram of this order on one side: nothing can match
+            continue
+        found, wanted = _ngrams(hypothesis, order), _ngrams(reference, order)
+        if len(found) > len(wanted):
+            found, wanted = wanted, found
+        row.append(sum(min(count, wanted[gram]) for gram, count in found.items() if gram in wanted))
     row += [max(0, len(hypothesis) - order + 1) for order in range(1, MAX_ORDER + 1)]
     return row
 
@@ -56,10 +63,13 @@ class CodexglueBleu(Metric):
     name = "codexglue_bleu"
 
     def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
-        hyps = [p.split() for p in predictions]
-        refs = [r.split() for r in references]
-        per_example = [smoothed_bleu([r], [h]) for r, h in zip(refs, hyps)]
-        return MetricResult(corpus=smoothed_bleu(refs, hyps), per_example=per_example)
+        # Each pair counted once: its row scores the pair, the rows' sums score the corpus
+        # (what smoothed_bleu computes from the same counts).
+        rows = self.statistics(predictions, references, language)
+        totals = [sum(column) for column in zip(*rows)] if rows else [0] * (2 + 2 * MAX_ORDER)
+        return MetricResult(
+            corpus=score_counts(totals), per_example=[score_counts(row) for row in rows]
+        )
 
     def statistics(
         self, predictions: list[str], references: list[str], language: str

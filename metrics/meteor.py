@@ -20,6 +20,31 @@ class _NoSynonyms:
         return []
 
 
+class _RememberedSynsets:
+    """WordNet's `synsets` for METEOR, each word looked up once: the same answers (a lookup
+    is a pure function of the word), without WordNet's morphology and index search for every
+    occurrence of a word."""
+
+    def __init__(self, wordnet) -> None:
+        self.synsets = functools.lru_cache(maxsize=1 << 16)(wordnet.synsets)
+
+
+class _RememberedStems:
+    """NLTK's Porter stemmer as METEOR uses it by default, each word stemmed once."""
+
+    def __init__(self) -> None:
+        from nltk.stem.porter import PorterStemmer
+
+        self.stem = functools.lru_cache(maxsize=1 << 16)(PorterStemmer().stem)
+
+
+@functools.cache
+def _matchers() -> tuple:
+    """The stemmer and the synonym source every METEOR call shares (one per process)."""
+    wordnet = wordnet_or_none()
+    return _RememberedStems(), _RememberedSynsets(wordnet) if wordnet else _NoSynonyms()
+
+
 def nltk_data_dirs() -> list[str]:
     """Where this project's NLTK data may be: `$NLTK_DATA` and `<repo>/.venv/nltk_data`
     (`make install` runs `scripts/install_wordnet.sh .venv/nltk_data`)."""
@@ -60,9 +85,11 @@ class Meteor(Metric):
     def compute(self, predictions: list[str], references: list[str], language: str) -> MetricResult:
         from nltk.translate.meteor_score import meteor_score
 
-        wordnet = wordnet_or_none() or _NoSynonyms()
+        stemmer, wordnet = _matchers()
         values = [
-            meteor_score([code_tokens(r)], code_tokens(p), wordnet=wordnet) if p.strip() else 0.0
+            meteor_score([code_tokens(r)], code_tokens(p), stemmer=stemmer, wordnet=wordnet)
+            if p.strip()
+            else 0.0
             for p, r in zip(predictions, references)
         ]
         return MetricResult(corpus=sum(values) / len(values) if values else 0.0, per_example=values)

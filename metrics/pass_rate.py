@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import sys
 import warnings
@@ -12,6 +13,8 @@ from metrics._parsers import top_nodes
 from metrics._text import strip_fences
 
 
+# pass_rate and ast_similarity both ask it of every prediction: the second asks this memory.
+@functools.lru_cache(maxsize=1 << 14)
 def parses(code: str, language: str) -> bool:
     """Python: `compile()` (stricter than `ast.parse`: it also rejects e.g. `return` outside a
     function); JavaScript: tree-sitter without ERROR or MISSING nodes, where a class method
@@ -52,7 +55,12 @@ def defines_function(code: str, language: str) -> bool:
     if language == "python":
         tree = ast.parse(code)
         return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in tree.body)
-    stack = list(top_nodes(code, language)[0])
+    return has_function(top_nodes(code, language)[0])
+
+
+def has_function(nodes: list) -> bool:
+    """Whether a function, arrow function or method is among tree-sitter `nodes` or in them."""
+    stack = list(nodes)
     while stack:
         node = stack.pop()
         if node.type in JS_FUNCTIONS:
@@ -64,6 +72,12 @@ def defines_function(code: str, language: str) -> bool:
 def is_valid(code: str, language: str) -> bool:
     """Valid code (`parses`) that defines a function (`defines_function`): an expression
     such as `defdefdef_` compiles, but it is not an answer to "write this function"."""
+    if language == "javascript":  # one parse tells both
+        code = strip_fences(code)
+        if not code.strip():
+            return False
+        nodes, valid = top_nodes(code, language)
+        return valid and has_function(nodes)
     return parses(code, language) and defines_function(code, language)
 
 

@@ -270,3 +270,208 @@ def test_install_wordnet_script_gives_nltk_a_readable_wordnet(tmp_path: Path, mo
     reader = WordNetCorpusReader(str(tmp_path / "corpora" / "wordnet"), None)
     assert reader.synsets("dog")[0].name() == "dog.n.01"
     assert reader.synset("dog.n.01").lexname() == "noun.animal"
+
+
+# Real pairs from the bundled sample, for the checks that a faster computation gives the
+# numbers of the definition it stands for, to the last bit.
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
+
+
+def sample_pairs(language: str, count: int) -> tuple[list[str], list[str]]:
+    """`count` (prediction, reference) pairs: sample functions against a perturbed copy (a
+    renamed name, a dropped or repeated line), against another function, and a few edge cases
+    (empty, blank, one token, not UTF-8 encodable, not code)."""
+    import gzip
+    import json
+    import random
+    import re
+
+    from benchmark.data import STRIPPERS
+
+    codes = []
+    for path in sorted((SAMPLE / language).glob("final/jsonl/*/*.jsonl.gz")):
+        with gzip.open(path, "rt") as fh:
+            codes += [STRIPPERS[language](json.loads(line)["code"]) for line in fh if line.strip()]
+    rng = random.Random(7)
+    refs = rng.sample(codes, count)
+    preds = []
+    for i, ref in enumerate(refs):
+        lines = ref.splitlines()
+        if i % 3 == 2:
+            preds.append(refs[i - 1])  # another function
+            continue
+        if len(lines) > 2:
+            del lines[rng.randrange(1, len(lines))]
+        if i % 3 == 1 and lines:
+            lines.insert(1, lines[-1])
+        text = "\n".join(lines)
+        names = sorted(set(re.findall(r"\b[a-z_]\w{2,}\b", text)))
+        if names:
+            text = re.sub(rf"\b{rng.choice(names)}\b", "renamed", text)
+        preds.append(text)
+    preds[:5] = ["", "  \n", "x", "def f(:\n  ret \ud800", "not code at all ;;"]
+    return preds, refs
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_bleu_is_sacrebleus_corpus_and_sentence_bleu_on_real_pairs(language: str):
+    preds, refs = sample_pairs(language, 200)
+    ours = score("bleu", preds, refs, language)
+    hyps = [" ".join(code_tokens(t)) for t in preds]
+    tok_refs = [" ".join(code_tokens(t)) for t in refs]
+    assert ours.corpus == BLEU(tokenize="none").corpus_score(hyps, [tok_refs]).score
+    sentence = BLEU(tokenize="none", effective_order=True)
+    assert ours.per_example == [
+        sentence.sentence_score(h, [r]).score for h, r in zip(hyps, tok_refs)
+    ]
+
+
+def _clipped_matches(reference: list[str], hypothesis: list[str], order: int) -> int:
+    """CodeXGLUE's n-gram matches, written as its bleu.py counts them."""
+    from collections import Counter
+
+    def grams(tokens):
+        return Counter(tuple(tokens[i : i + order]) for i in range(len(tokens) - order + 1))
+
+    return sum((grams(reference) & grams(hypothesis)).values())
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_codexglue_bleu_counts_and_scores_as_defined_on_real_pairs(language: str):
+    from metrics.codexglue_bleu import pair_statistics, score_counts
+
+    preds, refs = sample_pairs(language, 200)
+    rows = []
+    for p, r in zip(preds, refs):
+        ref, hyp = r.split(), p.split()
+        row = pair_statistics(ref, hyp)
+        assert row[2:6] == [_clipped_matches(ref, hyp, n) for n in range(1, 5)]
+        rows.append(row)
+    ours = score("codexglue_bleu", preds, refs, language)
+    assert ours.per_example == [score_counts(row) for row in rows]
+    assert ours.corpus == smoothed_bleu([r.split() for r in refs], [p.split() for p in preds])
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_meteor_is_nltks_on_real_pairs(language: str):
+    from nltk.translate.meteor_score import meteor_score
+
+    from metrics.meteor import _NoSynonyms, wordnet_or_none
+
+    preds, refs = sample_pairs(language, 150)
+    wordnet = wordnet_or_none() or _NoSynonyms()  # NLTK's default stemmer, no memory
+    expected = [
+        meteor_score([code_tokens(r)], code_tokens(p), wordnet=wordnet) if p.strip() else 0.0
+        for p, r in zip(preds, refs)
+    ]
+    assert score("meteor", preds, refs, language).per_example == expected
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_pass_rate_and_ast_similarity_on_real_pairs_as_defined(language: str):
+    from rapidfuzz.distance import Indel
+
+    from metrics.ast_similarity import python_node_types, tree_sitter_node_types
+    from metrics.pass_rate import defines_function, parses
+
+    preds, refs = sample_pairs(language, 200)
+    valid = [float(parses(p, language) and defines_function(p, language)) for p in preds]
+    assert score("pass_rate", preds, refs, language).per_example == valid
+
+    def similarity(p: str, r: str) -> float:
+        if not parses(p, language):
+            return 0.0
+        p, r = strip_fences(p), strip_fences(r)
+        pred, ref = (
+            (python_node_types(p), python_node_types(r)) if language == "python" else (None, None)
+        )
+        if pred is None or ref is None:
+            pred, ref = tree_sitter_node_types(p, language), tree_sitter_node_types(r, language)
+        return Indel.normalized_similarity(pred, ref)
+
+    expected = [similarity(p, r) for p, r in zip(preds, refs)]
+    assert score("ast_similarity", preds, refs, language).per_example == expected
+
+
+CODEBLEU_AS_THE_PACKAGE = """
+import json, logging, sys
+logging.disable(logging.WARNING)
+from codebleu import calc_codebleu
+from metrics.codebleu_metric import WEIGHTS, CodeBleu
+preds, refs, language = json.load(sys.stdin)
+
+def package(refs, preds):
+    try:
+        return float(calc_codebleu(refs, preds, lang=language, weights=WEIGHTS)["codebleu"])
+    except (ZeroDivisionError, ValueError, IndexError):
+        return 0.0
+
+kept = [(p, r) for p, r in zip(preds, refs) if p.strip()]
+corpus = len(kept) / len(preds) * package([r for _, r in kept], [p for p, _ in kept])
+per_example = [package([r], [p]) if p.strip() else 0.0 for p, r in zip(preds, refs)]
+without_failing = [i for i, p in enumerate(preds) if i != 3]
+ours = CodeBleu().compute(preds, refs, language)
+kept = [(preds[i], refs[i]) for i in without_failing if preds[i].strip()]
+corpus_ok = len(kept) / len(without_failing) * package([r for _, r in kept], [p for p, _ in kept])
+ours_ok = CodeBleu().compute(
+    [preds[i] for i in without_failing], [refs[i] for i in without_failing], language
+)
+package = [corpus, per_example, corpus_ok]
+print(json.dumps([package, [ours.corpus, ours.per_example, ours_ok.corpus]]))
+"""
+
+
+@pytest.mark.parametrize("language", ["python", "javascript"])
+def test_codebleu_is_calc_codebleu_on_the_corpus_and_on_each_pair(language: str):
+    """Counted once a pair and scored from the counts, CodeBLEU gives what the package's
+    calc_codebleu gives on the corpus and on each pair, to the last bit (in a process with the
+    hash seed fixed, where the package is reproducible); a pair the package fails on (here
+    one not UTF-8 encodable) scores 0, and makes the whole corpus 0 as it does the package's."""
+    import json
+
+    preds, refs = sample_pairs(language, 120)
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", CODEBLEU_AS_THE_PACKAGE],
+        input=json.dumps([preds, refs, language]),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    package, ours = json.loads(done.stdout)
+    assert [repr(x) for x in ours[1]] == [repr(x) for x in package[1]]
+    assert repr(ours[0]) == repr(package[0]) == "0.0"  # the pair the package fails on
+    assert repr(ours[2]) == repr(package[2]) and 0.3 < ours[2] < 1
+    assert sum(x == 0.0 for x in ours[1]) < 10
+
+
+def test_codebleu_in_child_processes_equals_codebleu_here():
+    """The pairs shared between child processes (fixed hash seed) give the numbers one such
+    process gives alone."""
+    preds, refs = sample_pairs("javascript", 420)  # 420: two children of 210
+    code = (
+        "import json, sys\nfrom metrics.codebleu_metric import compute_here\n"
+        "preds, refs = json.load(sys.stdin)\n"
+        "r = compute_here(preds, refs, 'javascript')\nprint(json.dumps([r.corpus, r.per_example]))"
+    )
+    import json
+
+    from metrics.codebleu_metric import _workers
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps([preds[5:], refs[5:]]),
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    here = json.loads(done.stdout)
+    assert sys.flags.hash_randomization  # this process: the children do the work
+    children = score("codebleu", preds[5:], refs[5:], "javascript")
+    assert [children.corpus, children.per_example] == here
+    assert _workers(415) == min(2, len(os.sched_getaffinity(0)))
