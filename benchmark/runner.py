@@ -83,7 +83,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         context = contextlib.nullcontext(active)
     else:
         if not os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` chose the experiment already
-            mlflow.set_experiment(config.experiment)
+            tracking.set_experiment(config.experiment)
         context = mlflow.start_run(
             run_name=f"{config.method} seed {config.train.seed}",
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "

@@ -14,7 +14,7 @@ from typing import Any
 import mlflow
 
 import methods
-from benchmark import console, launchers
+from benchmark import console, launchers, tracking
 from benchmark.config import RunConfig, UsageError, make_config
 from benchmark.runner import run
 from core import record as rec  # the run record's names
@@ -97,7 +97,7 @@ def run_suite(
     rebuild each child's config from the suite's `overrides`, as `plan` did."""
     first = configs[0]
     if mlflow.active_run() is None and not os.environ.get("MLFLOW_RUN_ID"):
-        mlflow.set_experiment(first.experiment)
+        tracking.set_experiment(first.experiment)
     entries: list[SuiteEntry] = []
     with mlflow.start_run(run_name=f"suite-{first.preset}") as suite_run:
         mlflow.set_tags({rec.KIND: rec.SUITE_KIND, rec.PRESET: first.preset, "launcher": launcher})

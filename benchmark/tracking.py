@@ -8,14 +8,17 @@ import platform
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import pandas as pd
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from benchmark.data import SAMPLE_DIR, Example, split_hub_source, to_records
@@ -37,6 +40,17 @@ PACKAGES = (
     "numpy",
 )
 MAX_PARAM_CHARS = 6000
+# How a store says that a unique row was written by someone else first (SQLAlchemy stores
+# directly; a tracking server passes the database's words on): SQLite, PostgreSQL, MySQL.
+WRITE_RACE_MARKS = (
+    "IntegrityError",
+    "UNIQUE constraint failed",
+    "duplicate key",
+    "Duplicate entry",
+)
+WRITE_RACE_ATTEMPTS = 6
+
+T = TypeVar("T")
 
 
 def package_versions() -> dict[str, str]:
@@ -131,6 +145,51 @@ class MetricBuffer:
         self.pending = []
 
 
+def is_write_race(error: MlflowException) -> bool:
+    """Whether `error` is another process having written the same unique row first."""
+    if error.error_code == ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+        return True
+    text = str(error)
+    return any(mark in text for mark in WRITE_RACE_MARKS)
+
+
+def retry_write_races(write: Callable[[], T]) -> T:
+    """Run `write`, again when another process won a race to the same row.
+
+    MLflow reads whether a dataset or an experiment exists and then writes it: runs started
+    together (a suite's children, runs side by side) can all miss it, and all but one write
+    breaks the unique constraint. The store rolls the losing write back whole, and the next try
+    finds the winner's row. Any other error is raised at once.
+    """
+    for attempt in range(WRITE_RACE_ATTEMPTS):
+        try:
+            return write()
+        except MlflowException as error:
+            if attempt == WRITE_RACE_ATTEMPTS - 1 or not is_write_race(error):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def set_experiment(name: str) -> str:
+    """Make experiment `name` the active one, creating it if need be; its id.
+
+    `mlflow.set_experiment` by name, when another process creates the same experiment between
+    its lookup and its create, returns without making it active (MLflow 3.x): the next run
+    would land in "Default". Here the experiment is found or created first (a lost race finds
+    the winner's), then set by id.
+    """
+    client = MlflowClient()
+
+    def find_or_create() -> str:
+        found = client.get_experiment_by_name(name)
+        return found.experiment_id if found is not None else client.create_experiment(name)
+
+    experiment_id = retry_write_races(find_or_create)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
 def log_dataset(
     examples: list[Example], name: str, source: str, language: str, split: str, context: str
 ) -> None:
@@ -142,7 +201,7 @@ def log_dataset(
         dataset = mlflow.data.from_pandas(
             frame, source=_dataset_source(source, language, split), name=name
         )
-    mlflow.log_input(dataset, context=context)
+    retry_write_races(lambda: mlflow.log_input(dataset, context=context))
 
 
 def _dataset_source(source: str, language: str, split: str) -> DatasetSource | str:

@@ -1,0 +1,82 @@
+"""Runs started at once on one store: the same dataset and experiment written by many processes.
+
+The local and Slurm launchers start a suite's children together, and users start runs side by
+side on one store. MLflow checks whether a dataset (or an experiment) exists and then writes it;
+two processes can both miss it and the second write breaks a unique constraint. Each process here
+is released by one barrier so that their writes meet.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from benchmark import tracking
+from benchmark.config import DataConfig
+from benchmark.data import load_tasks
+
+PROCESSES = 8
+
+
+def _write_side_by_side(uri: str, experiment: str, barrier, results) -> None:
+    mlflow.set_tracking_uri(uri)
+    examples = load_tasks(["python"], DataConfig(train_size=8))["python"].train
+    barrier.wait()
+    try:
+        tracking.set_experiment(experiment)
+        with mlflow.start_run():
+            tracking.log_dataset(
+                examples, "python-training", "sample", "python", "train", "training"
+            )
+        results.put("ok")
+    except MlflowException as error:
+        results.put(f"{type(error).__name__}: {str(error)[:300]}")
+
+
+def _side_by_side(uri: str, experiment: str) -> list[str]:
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(PROCESSES), spawn.Queue()
+    workers = [
+        spawn.Process(target=_write_side_by_side, args=(uri, experiment, barrier, results))
+        for _ in range(PROCESSES)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=600)
+    return outcomes
+
+
+def test_runs_started_together_all_record_the_same_dataset_once(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    MlflowClient().search_experiments()  # the store's tables exist before the runs start
+
+    outcomes = _side_by_side(uri, "side-by-side")
+
+    assert outcomes == ["ok"] * PROCESSES
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("side-by-side")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == PROCESSES
+    digests = {run.inputs.dataset_inputs[0].dataset.digest for run in runs}
+    assert len(digests) == 1  # one dataset row, linked from every run
+    assert all(len(run.inputs.dataset_inputs) == 1 for run in runs)
+
+
+def test_a_conflict_that_is_not_a_race_is_not_retried(monkeypatch: pytest.MonkeyPatch):
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise MlflowException("Invalid value for parameter 'x'")
+
+    with pytest.raises(MlflowException, match="Invalid value"):
+        tracking.retry_write_races(refuse)
+    assert calls == [1]
