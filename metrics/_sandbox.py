@@ -80,11 +80,17 @@ class Runner:
 
     The command must keep the pass protocol: read the token from descriptor 3 and close it before
     any of the program's code runs, then write it to descriptor 4 once the program ran to its end.
-    `{program}` and `{success_code}` in the command are filled in.
+    `{program}`, `{success_code}` and `{memory_mb}` in the command are filled in.
     """
 
     filename: str
     command: tuple[str, ...]
+    # Address space the runtime reserves at start without using it (V8's code range and heap
+    # cages), allowed on top of the memory limit; the memory itself stays bounded as before.
+    reserved_mb: int = 0
+    # Threads (tasks) one process of it needs where the program may be one process only: the
+    # single-process fallback's RLIMIT_NPROC, which counts threads too.
+    tasks: int = 1
 
 
 def interpreter() -> str:
@@ -145,6 +151,81 @@ def python_runner() -> Runner:
     )
 
 
+# The trusted start of every JavaScript program, as `node -e`: the token is read and fd 3 closed
+# before the program's module is loaded, and written to fd 4 once the program ended: its top
+# level returned and then the work it scheduled (timers, I/O, promises) with node's event loop
+# empty ("beforeExit"), and it set no failing process.exitCode. An uncaught error or
+# process.exit() never gets there. The functions used then are taken beforehand, so a program
+# that replaces them cannot stand in for them.
+NODE_RUNNER = """
+"use strict";
+const fs = require("fs");
+const path = require("path");
+const write = fs.writeSync;
+const exit = process.exit.bind(process);
+const once = process.once.bind(process);
+const chunk = Buffer.alloc(256);
+const parts = [];
+for (;;) {
+  const count = fs.readSync(3, chunk, 0, chunk.length, null);
+  if (!count) break;
+  parts.push(Buffer.from(chunk.subarray(0, count)));
+}
+fs.closeSync(3);
+const token = Buffer.concat(parts);
+const [file, code] = process.argv.slice(1);
+require(path.resolve(file));
+once("beforeExit", () => {
+  if (process.exitCode !== undefined && Number(process.exitCode) !== 0) return;  // it failed
+  write(4, token);
+  exit(Number(code));
+});
+"""
+NODE_RESERVED_MB = 1024  # node 20 reserves about 0.7 GB of address space before running a line
+NODE_TASKS = 16  # its main thread, 2 V8 workers, libuv's pool of 4, the bootstrap's two, spare
+
+
+def node_binary() -> str:
+    """The `node` a program runs in (on the sandbox's PATH, which every uid may execute)."""
+    found = shutil.which("node", path=SAFE_PATH)
+    if found is None:
+        raise RuntimeError(
+            f"No `node` on {SAFE_PATH}: JavaScript programs run with node (v18 or later); "
+            "install it (apt-get install nodejs) and run again."
+        )
+    return found
+
+
+def node_runner(permissions: bool = True) -> Runner:
+    """JavaScript programs: the runner above in `node -e`, the program as a CommonJS file.
+
+    V8's heap is capped at the memory limit (`--max-old-space-size`), so a program that fills
+    it fails with node's "heap out of memory" rather than at the address space limit. With
+    `permissions` node's permission model also refuses child processes, workers and file writes
+    (reads stay open): a second fence inside the sandbox's, which holds without it.
+    """
+    fence = (
+        ("--experimental-permission", "--allow-fs-read=*", "--disable-warning=ExperimentalWarning")
+        if permissions
+        else ()
+    )
+    return Runner(
+        "program.js",
+        (
+            node_binary(),
+            "--max-old-space-size={memory_mb}",
+            "--v8-pool-size=2",
+            *fence,
+            "-e",
+            NODE_RUNNER,
+            "{program}",
+            "{success_code}",
+        ),
+        reserved_mb=NODE_RESERVED_MB,
+        tasks=NODE_TASKS,
+    )
+
+
 # The child's first acts, in a trusted interpreter: namespaces, mounts, then a small init that
 # forks the program, reaps what it leaves and takes it all down when it ends. Done there rather
 # than in a preexec_fn, which is unsafe in a threaded parent. Each step may fail on a locked-down
@@ -152,8 +233,8 @@ def python_runner() -> Runner:
 BOOTSTRAP = r"""
 import ctypes, fcntl, os, resource, signal, sys
 cfg = dict(zip(ARGUMENTS, sys.argv[1:]))  # ARGUMENTS is prepended by the harness
-for key in ("harness", "uid", "memory", "cpu", "fsize", "nproc", "token_fd", "report_fd",
-            "setup_fd", "go_fd"):
+for key in ("harness", "uid", "memory", "address", "tasks", "cpu", "fsize", "nproc",
+            "token_fd", "report_fd", "setup_fd", "go_fd"):
     cfg[key] = int(cfg[key])
 cfg["uid"] = None if cfg["uid"] < 0 else cfg["uid"]
 cfg["command"] = sys.argv[1 + len(ARGUMENTS):]
@@ -183,14 +264,14 @@ def start_program(memory):
     if uid is not None:  # only root could spare the helpers from the OOM killer (see below)
         with open("/proc/self/oom_score_adj", "w") as fh:
             fh.write("0")
-    resource.setrlimit(resource.RLIMIT_AS, (cfg["memory"],) * 2)
+    resource.setrlimit(resource.RLIMIT_AS, (cfg["address"],) * 2)
     resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu"],) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (cfg["fsize"],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     if memory == "single-process":
-        # No cgroup to bound the whole: no second process or thread either, so the address
-        # space limit above is all the memory it can hold.
-        resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+        # No cgroup to bound the whole: no second process or thread either (or only the
+        # threads its runtime needs), so the address space limit above is all it can hold.
+        resource.setrlimit(resource.RLIMIT_NPROC, (cfg["tasks"],) * 2)
     elif uid is not None:
         # Counted per uid, and this uid is the program's own: a fork bomb stops at the limit.
         resource.setrlimit(resource.RLIMIT_NPROC, (cfg["nproc"],) * 2)
@@ -326,6 +407,8 @@ _BOOTSTRAP_ARGUMENTS = (
     "workdir",
     "filename",
     "memory",
+    "address",
+    "tasks",
     "cpu",
     "fsize",
     "nproc",
@@ -600,6 +683,17 @@ def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
             os.close(pidfd)
 
 
+def _fill(part: str, values: dict[str, str]) -> str:
+    """A command part with its placeholder filled: the whole part, or inside an option
+    (`--max-old-space-size={memory_mb}`); never inside a runner's code, whatever it holds."""
+    if part in values:
+        return values[part]
+    if part.startswith("--"):
+        for placeholder, value in values.items():
+            part = part.replace(placeholder, value)
+    return part
+
+
 def _new_token() -> str:
     return secrets.token_hex(16)
 
@@ -633,7 +727,11 @@ def run_program(
             "PYTHONDONTWRITEBYTECODE": "1",
             MARKER: marker,
         }
-        fill = {"{program}": runner.filename, "{success_code}": str(success_code)}
+        fill = {
+            "{program}": runner.filename,
+            "{success_code}": str(success_code),
+            "{memory_mb}": str(limits.memory_mb),
+        }
         # Output: an unlinked file of this process's, which the program can only append to up
         # to RLIMIT_FSIZE. Report: where the token comes back. Setup: what took effect.
         with (
@@ -651,6 +749,8 @@ def run_program(
                 "workdir": workdir,
                 "filename": runner.filename,
                 "memory": limits.memory_mb * 2**20,
+                "address": (limits.memory_mb + runner.reserved_mb) * 2**20,
+                "tasks": runner.tasks,
                 "cpu": int(limits.timeout_s) + 1,
                 "fsize": limits.max_file_mb * 2**20,
                 "nproc": limits.max_processes,
@@ -660,7 +760,7 @@ def run_program(
                 "go_fd": go_in,
             }
             settings = [str(config[key]) for key in _BOOTSTRAP_ARGUMENTS]
-            command = [fill.get(part, part) for part in runner.command]
+            command = [_fill(part, fill) for part in runner.command]
             bootstrap = [interpreter(), "-I", "-S", "-c", _BOOTSTRAP_CODE, *settings, *command]
             start = time.perf_counter()
             try:
