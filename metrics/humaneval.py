@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
-from metrics._sandbox import Limits, interpreter, isolation, run_program
+from metrics._sandbox import Limits, Runner, interpreter, isolation, run_program
 
 # generate(prompts, n) -> n completions per prompt
 Generate = Callable[[list[str], int], list[list[str]]]
@@ -80,30 +80,46 @@ def evaluate_humaneval(
     problems = load_problems(limit)
     prompts = [p["prompt"] if mode == "completion" else docstring_of(p) for p in problems]
     completions = generate(prompts, num_samples)
-    if len(completions) != len(problems) or any(len(c) != num_samples for c in completions):
+    check_completions(completions, len(problems), num_samples)
+    programs = [
+        [program(problem, c, mode) for c in samples]
+        for problem, samples in zip(problems, completions)
+    ]
+    return score_programs(programs, ks, Limits(timeout_s=timeout_s), workers=workers)
+
+
+def check_completions(completions: list[list[str]], problems: int, num_samples: int) -> None:
+    """Refuse what `generate` returned unless it is `num_samples` completions per problem."""
+    if len(completions) != problems or any(len(c) != num_samples for c in completions):
         raise ValueError(
             f"generate(prompts, {num_samples}) must return {num_samples} completions for each "
-            f"of the {len(problems)} prompts; got {[len(c) for c in completions][:5]}..."
+            f"of the {problems} prompts; got {[len(c) for c in completions][:5]}..."
             f" for {len(completions)} prompts"
         )
-    jobs = [
-        (i, program(problem, completion, mode))
-        for i, (problem, samples) in enumerate(zip(problems, completions))
-        for completion in samples
-    ]
-    limits = Limits(timeout_s=timeout_s)
+
+
+def score_programs(
+    programs: list[list[str]],
+    ks: tuple[int, ...],
+    limits: Limits,
+    runner: Runner | None = None,
+    workers: int = 2,
+) -> dict[str, float]:
+    """pass@k over problems from their programs (n each), every one run in the sandbox."""
+    num_samples = len(programs[0])
+    jobs = [(i, source) for i, sources in enumerate(programs) for source in sources]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        outcomes = list(pool.map(lambda job: run_program(job[1], limits, PASS_CODE), jobs))
-    correct = [0] * len(problems)
+        outcomes = list(pool.map(lambda job: run_program(job[1], limits, PASS_CODE, runner), jobs))
+    correct = [0] * len(programs)
     for (index, _), outcome in zip(jobs, outcomes):
         correct[index] += outcome.status == "passed"
     results = {  # "pass_at_1": MLflow metric names may not contain "@"
-        f"pass_at_{k}": sum(pass_at_k(num_samples, c, k) for c in correct) / len(problems)
+        f"pass_at_{k}": sum(pass_at_k(num_samples, c, k) for c in correct) / len(programs)
         for k in ks
         if k <= num_samples
     }
     results["programs_passed"] = sum(o.status == "passed" for o in outcomes) / len(outcomes)
-    results["problems"] = float(len(problems))
+    results["problems"] = float(len(programs))
     return results
 
 
