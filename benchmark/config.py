@@ -108,6 +108,20 @@ class EvalConfig:
     # Beam search only: a beam's score is its log-probability over its length to this power,
     # so above 1 longer beams win more often (transformers' `length_penalty`).
     length_penalty: float = setting(1.0, "beam search's length penalty")
+    # The merged model evaluated beside the model as trained, and the inference cost against the
+    # base (benchmark/inference.py; docs/inference.md).
+    merged_check: bool = setting(
+        True, "also evaluate the merged model of a method that merges (merged/* scores)"
+    )
+    merged_examples: int = setting(
+        0, "evaluation examples the merged model is evaluated on (0: all)", minimum=0
+    )
+    inference_prompts: int = setting(
+        8, "evaluation inputs timed against the base (0: no inference measurement)", minimum=0
+    )
+    inference_new_tokens: int = setting(
+        16, "tokens each timed generation produces (greedy, end token suppressed)", minimum=1
+    )
     metrics: list[str] = setting(
         help="metrics to compute ('all' or names)", default_factory=lambda: ["all"]
     )

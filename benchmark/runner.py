@@ -24,6 +24,7 @@ from benchmark.checkpoint import load_trainable
 from benchmark.config import RunConfig, UsageError
 from benchmark.data import TaskData, load_tasks
 from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
+from benchmark.inference import check_deployment
 from benchmark.models import BaseModelInfo, load_base
 from benchmark.resume import Progress, check_resumable, progress_for
 from benchmark.training import encode, fitting, make_accelerator, train
@@ -384,6 +385,9 @@ def _evaluate_task(
         len(task.evaluation),
         console.duration(result.generation_time_s),
     )
+    if not prefix.startswith("final/"):  # the merged model checked, the inference cost
+        scope = prefix.rstrip("/")
+        check_deployment(config, adapted.model, adapted.tokenizer, task.evaluation, result, scope)
     return result
 
 

@@ -119,3 +119,44 @@ def languages(params: Mapping[str, str]) -> list[str]:
 def languages_param(names: list[str]) -> str:
     """The `run.languages` value as the runner logs it (a JSON list)."""
     return json.dumps(list(names))
+
+
+# ---------------------------------------------------------------- deployment (benchmark.inference)
+
+# Under a scope (`<task>/<language>`, what `metric` puts before a name): the merged model's
+# scores and the inference cost of the base, the model as trained and the merged one.
+MERGE_UNAVAILABLE = "merge.unavailable"  # param: why the method's model is not merged and checked
+MAX_LOGIT_DIFF = "max_logit_diff"  # the largest |logit| difference from the unmerged model
+CHANGED_PREDICTIONS = "changed_predictions"  # evaluated examples predicted otherwise when merged
+CHECKED_EXAMPLES = "examples"  # the evaluation examples the merged model was evaluated on
+UNMERGED = "unmerged_"  # `merged/unmerged_<metric>`: the model as trained on those (fewer)
+MERGED_TIME = "merged/time_s"  # what the merged check took
+INFERENCE_TIME = "inference/time_s"  # what the inference measurement took
+INFERENCE_MEMORY_PARAM = "inference.memory_kind"  # how peak memory was measured
+BASE_MODEL, ADAPTED_MODEL, MERGED_MODEL = "base", "adapted", "merged"
+LATENCY_P50 = "latency_p50_ms"  # per generated token, batch 1
+LATENCY_P95 = "latency_p95_ms"
+TOKENS_PER_S = "tokens_per_s"  # at the evaluation batch size
+PEAK_MEMORY = "peak_memory_mb"
+SIZE_BYTES = "size_bytes"  # save_pretrained's folder (base, merged)
+TRAINED_BYTES = "trained_bytes"  # the method's saved trained weights (adapted)
+
+
+def merged_name(name: str) -> str:
+    """A merged-model figure's name under a scope (`merged/bleu`)."""
+    return f"merged/{name}"
+
+
+def inference_name(model: str, figure: str) -> str:
+    """An inference figure's name under a scope (`inference/adapted/latency_p50_ms`)."""
+    return f"inference/{model}/{figure}"
+
+
+def merged_metric(scope: str, name: str) -> str:
+    """`<scope>/merged/<name>`."""
+    return f"{scope}/{merged_name(name)}"
+
+
+def inference_metric(scope: str, model: str, figure: str) -> str:
+    """`<scope>/inference/<model>/<figure>`."""
+    return f"{scope}/{inference_name(model, figure)}"

@@ -99,6 +99,7 @@ def build_report(
     forgetting, bwt = forgetting_rows(selection.sequential)
     if forgetting:
         images["forgetting"] = plots.forgetting(forgetting, out / "forgetting.png")
+    images.update(plots.inference_overhead(sections, out))  # reports/inference.py's plot
     report = render.Report(
         experiment=experiment,
         filter_string=filter_string,

@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
+from core import record as rec  # noqa: E402  (the run record's names)
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -283,3 +285,40 @@ def forgetting(rows: list[ForgettingRow], path: Path) -> Path:
     axes.flat[0].legend(title="language", fontsize=8)
     fig.suptitle("sequential protocol: forgetting of each language (positive = forgotten)")
     return _save(fig, path)
+
+
+def inference_overhead(sections: list[LanguageSection], out: Path) -> dict[str, Path]:
+    """Per scope with inference figures, `inference_<scope>.png`: each method's latency per
+    token (p50) and tokens/s over the base's, unmerged and merged (an earlier report's go)."""
+    from reports import inference
+
+    for stale in out.glob("inference_*.png"):
+        stale.unlink()
+    images = {}
+    for section in sections:
+        summary = inference.summarise(section)
+        if not summary.rows:
+            continue
+        names = [row.method for row in summary.rows]
+        x = np.arange(len(names))
+        fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(names) + 2), 3.4))
+        for ax, figure, title in zip(
+            axes,
+            (rec.LATENCY_P50, rec.TOKENS_PER_S),
+            ("latency per token, batch 1 (p50)", "tokens/s at the evaluation batch size"),
+        ):
+            for offset, model, color in (
+                (-0.2, rec.ADAPTED_MODEL, BASE_COLOR),
+                (0.2, rec.MERGED_MODEL, REFERENCE_COLOR),
+            ):
+                values = [row.ratios[f"{model}/{figure}"] for row in summary.rows]
+                ax.bar(x + offset, values, 0.4, color=color, label=model)
+            ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_xticks(x, names, rotation=20)
+            ax.set_title(title, fontsize=9)
+            ax.set_ylabel("÷ base (1 = the base)")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{section.language}: inference against the base", fontsize=10)
+        key = inference.image_key(section.language)
+        images[key] = _save(fig, out / f"{key.replace('/', '_')}.png")
+    return images

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reports.inference import blocks as inference_blocks
+
 if TYPE_CHECKING:
     from reports.records import LeftOut, RunRecord
     from reports.summary import Estimate, ForgettingRow, LanguageSection
@@ -293,6 +295,7 @@ def blocks(report: Report) -> list[Block]:
         out.append(("p", "No finished, comparable benchmark run was found."))
     for section in report.sections:
         out += section_blocks(section, report)
+    out += inference_blocks(report.sections, report.images)  # the Inference cost section
     if report.forgetting:
         out += forgetting_blocks(report)
     out.append(("h2", "Left out"))
