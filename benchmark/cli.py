@@ -213,15 +213,42 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark.auth import preflight
     from reports.compare import build_report
 
+    promotion = _promotion(args)
     preflight(args.experiment or "adaptbench", write=True)  # the report is logged as a run
     out = build_report(
         experiment=args.experiment or "adaptbench",
         filter_string=args.filter,
         out_dir=args.out,
         reference=args.reference,
+        promote=promotion,
     )
     print(f"report: {out / 'comparison.md'} and {out / 'comparison.html'}")
+    for step in promotion.steps if promotion else []:
+        choice = step.choice
+        print(
+            f"{step.name}@{promotion.alias} -> version {step.version}"
+            f"{' (registered now)' if step.registered_now else ''}: {choice.method}, run "
+            f"{choice.run_id}, {choice.metric} {choice.value:.4g}"
+        )
     return 0
+
+
+def _promotion(args: argparse.Namespace):
+    """`--promote`'s request, its alias checked; None without it (its options refused)."""
+    if not args.promote:
+        options = {"--promote-metric": args.promote_metric, "--register-as": args.register_as}
+        for option, given in options.items():
+            if given:
+                raise UsageError(f"{option} is an option of --promote ALIAS: add --promote")
+        return None
+    import metrics
+    from benchmark.model_registry import check_alias
+    from reports.promote import Promotion
+
+    check_alias(args.promote)
+    if args.promote_metric:
+        metrics.get_metric(args.promote_metric)  # unknown: one line naming the nearest
+    return Promotion(args.promote, args.promote_metric, args.register_as)
 
 
 def _positive(text: str) -> int:
@@ -475,6 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="method the others are tested against (default: none, the base as it is, when it "
         "is among the compared runs, else lora)",
+    )
+    compare.add_argument(
+        "--promote",
+        default="",
+        metavar="ALIAS",
+        help="point ALIAS at the registered version of the best method's model of each "
+        "language, tagged with the comparison run's id",
+    )
+    compare.add_argument(
+        "--promote-metric",
+        default="",
+        metavar="METRIC",
+        help="the metric --promote ranks by (default: the report's primary metric, bleu; its "
+        "direction from the metric's higher_is_better)",
+    )
+    compare.add_argument(
+        "--register-as",
+        default="",
+        metavar="NAME",
+        help="with --promote: a best model that is not registered is registered as "
+        "NAME-<language> (and an existing version under that name is the one promoted)",
     )
     compare.set_defaults(func=cmd_compare)
 

@@ -30,7 +30,9 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 import methods
 from benchmark.config import ModelConfig, RunConfig, UsageError
+from benchmark.model_registry import set_latest_alias
 from benchmark.models import load_base
+from core import record as rec  # the run record's names
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
@@ -306,7 +308,8 @@ def _left_out(folder: str, names: list[str]) -> list[str]:
 def log_pyfunc(
     bundle: Path, name: str, config: RunConfig, example_prompt: str, register_as: str = ""
 ) -> str:
-    """Log the bundle as a pyfunc model on the active run; returns its model URI."""
+    """Log the bundle as a pyfunc model on the active run; returns its model URI. With
+    `register_as`, registered under that name, with alias `latest-<preset>` on the version."""
     with tempfile.TemporaryDirectory() as staging:
         code_paths = []
         for package in CODE_PACKAGES:
@@ -321,5 +324,8 @@ def log_pyfunc(
             input_example=pd.DataFrame({"prompt": [example_prompt]}),
             pip_requirements=pip_requirements(),
             registered_model_name=register_as or None,
+            step=rec.MODEL_STEP,  # only the metrics linked to it on purpose (core.record)
         )
+    if register_as:
+        set_latest_alias(register_as, info.registered_model_version, config.preset)
     return info.model_uri

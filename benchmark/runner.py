@@ -447,6 +447,8 @@ def _log_model(
             bundle, f"{lang}_model", config, task.evaluation[0].docstring, register_name
         )
     mlflow.set_tag(rec.model_uri_tag(lang), model_uri)
+    # The Models tab lists and ranks each model by its scores, on the dataset they were scored on.
+    tracking.link_scores(model_uri, rec.metric(lang, ""), rec.dataset_name(lang, "evaluation"))
     mlflow.log_metric(f"{lang}/trained_weights_bytes", weights_bytes)
     return model_uri
 
@@ -480,6 +482,11 @@ def _log_run_header(config: RunConfig, method: methods.Method, tasks: dict[str, 
         ):
             if examples:
                 tracking.log_dataset(
-                    examples, f"{language}-{context}", task.source, language, split, context
+                    examples,
+                    rec.dataset_name(language, context),
+                    task.source,
+                    language,
+                    split,
+                    context,
                 )
         mlflow.log_metrics(task.stats.as_metrics(f"{language}/data"))

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
 
 from benchmark.data import SAMPLE_DIR, Example, split_hub_source, to_records
+from core import record as rec  # the run record's names
 
 PACKAGES = (
     "torch",
@@ -212,6 +213,53 @@ def _dataset_source(source: str, language: str, split: str) -> DatasetSource | s
     if source == "sample":
         return str(SAMPLE_DIR / language)
     return source.removeprefix("local:")
+
+
+def link_scores(model_uri: str, prefix: str, dataset: str) -> int:
+    """Link the scores the active run logged under `prefix` (every metric that has a signature
+    param, `<prefix><metric>`) to the logged model `model_uri` (`models:/<model id>`) and to the
+    run's dataset input `dataset`; how many entries were linked."""
+    if not model_uri.startswith("models:/"):
+        return 0
+    run = MlflowClient().get_run(mlflow.active_run().info.run_id)
+    names = [rec.signature_of(param) for param in run.data.params]
+    keys = [f"{prefix}{name}" for name in names if name and f"{prefix}{name}" in run.data.metrics]
+    return link_to_model(model_uri.removeprefix("models:/"), keys, dataset)
+
+
+def link_to_model(model_id: str, keys: Iterable[str], dataset: str = "") -> int:
+    """Link metrics the active run holds to its logged model `model_id`, and to its dataset
+    input named `dataset`: the experiment's Models tab then lists and ranks the model by them.
+    Returns how many entries were linked.
+
+    Each entry is sent again with the model's id (what MLflow does when it logs a model): an
+    entry the run holds is not stored twice, so the run's own metrics stay as they were.
+    """
+    client = MlflowClient()
+    run = client.get_run(mlflow.active_run().info.run_id)
+    name = digest = None
+    if dataset:
+        found = [i.dataset for i in run.inputs.dataset_inputs if i.dataset.name == dataset]
+        if not found:
+            raise RuntimeError(f"the run has no dataset {dataset!r} to link its metrics to")
+        name, digest = found[-1].name, found[-1].digest
+    linked = [
+        Metric(
+            m.key,
+            m.value,
+            m.timestamp,
+            m.step,
+            model_id=model_id,
+            dataset_name=name,
+            dataset_digest=digest,
+            run_id=run.info.run_id,
+        )
+        for key in keys
+        for m in client.get_metric_history(run.info.run_id, key)
+    ]
+    for start in range(0, len(linked), 1000):
+        client.log_batch(run.info.run_id, metrics=linked[start : start + 1000])
+    return len(linked)
 
 
 def log_table(frame: pd.DataFrame, artifact_file: str) -> None:

@@ -160,3 +160,28 @@ def merged_metric(scope: str, name: str) -> str:
 def inference_metric(scope: str, model: str, figure: str) -> str:
     """`<scope>/inference/<model>/<figure>`."""
     return f"{scope}/{inference_name(model, figure)}"
+
+
+# ---------------------------------------------------------------- logged models and the registry
+
+# Each language's model is logged at a step of its own: MLflow links to a logged model every
+# metric the run logs at the model's step, and the run's metrics are at step 0 and up (the
+# other language's among them), so a model holds only the metrics linked to it on purpose.
+MODEL_STEP = -1
+PROMOTED_BY = "adaptbench.promoted_by"  # a model version's tag: the comparison run that chose it
+PROMOTED_METRIC = "adaptbench.promoted_metric"  # and by which metric: "bleu=2.73 (higher ...)"
+
+
+def dataset_name(language: str, context: str) -> str:
+    """A dataset input of the run (`python-evaluation`, `javascript-training`)."""
+    return f"{language}-{context}"
+
+
+def registered_name(name: str, language: str) -> str:
+    """The Model Registry name `--register-as NAME` gives a language's model."""
+    return f"{name}-{language}"
+
+
+def latest_alias(preset: str) -> str:
+    """The alias `--register-as` points at the newest registered version of a preset's model."""
+    return "latest-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in preset)

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from core import record as rec  # the run record's names
 from reports import plots, render
+from reports.promote import Promotion
 from reports.records import (  # noqa: F401  (the report's public names, found here as before)
     BASE_METHOD,
     FALLBACK_REFERENCE,
@@ -42,6 +43,7 @@ from reports.summary import (  # noqa: F401
     MethodRow,
     direction,
     forgetting_rows,
+    primary_metric,
     summarise,
 )
 
@@ -57,10 +59,14 @@ def build_report(
     n_boot: int = 1000,
     seed: int = 0,
     log_to_mlflow: bool = True,
+    promote: Promotion | None = None,
 ) -> Path:
     """Write comparison.md, a self-contained comparison.html and the plots to `out_dir`;
     optionally log them as artifacts of a new comparison run. Returns `out_dir`. Without a
-    `reference`, `default_reference` of the compared methods."""
+    `reference`, `default_reference` of the compared methods. With `promote`, its alias then
+    points at the best method's model of each language (`reports.promote`)."""
+    if promote is not None and not log_to_mlflow:
+        raise ValueError("promote tags the versions with the comparison run: it needs the run")
     # A client of its own: reading another store must not change the caller's tracking URI.
     client = MlflowClient(tracking_uri=tracking_uri) if tracking_uri else MlflowClient()
     store = tracking_uri or mlflow.get_tracking_uri()
@@ -89,7 +95,7 @@ def build_report(
                 images[f"metrics_{language}"] = plots.metrics_by_method(
                     section, reference, directions, out / f"metrics_{language}.png"
                 )
-                quality = "bleu" if "bleu" in section.metrics else section.metrics[0]
+                quality = primary_metric(section.metrics)
                 images[f"pareto_{language}"] = plots.quality_vs_cost(
                     section, quality, directions[quality], out / f"pareto_{language}.png"
                 )
@@ -117,13 +123,17 @@ def build_report(
         seed=seed,
         significance=SIGNIFICANCE,
     )
+    # Checked before anything is logged: a refused promotion leaves the store as it was.
+    steps = promote.plan(client, sections) if promote is not None else []
     blocks = render.blocks(report)
     (out / "comparison.md").write_text(render.markdown(blocks, out), encoding="utf-8")
     (out / "comparison.html").write_text(render.html(blocks, report.title), encoding="utf-8")
     if log_to_mlflow:
         compared = [r for runs in selection.fresh.values() for r in runs] + selection.sequential
         files = [out / "comparison.md", out / "comparison.html", *images.values()]
-        _log_comparison_run(client, experiment, files, compared, selection.preset)
+        run_id = _log_comparison_run(client, experiment, files, compared, selection.preset)
+        if promote is not None:
+            promote.apply(client, steps, run_id)
     return out
 
 
@@ -147,7 +157,7 @@ def _log_comparison_run(
     files: list[Path],
     compared: list[RunRecord],
     preset: str,
-) -> None:
+) -> str:
     unique = list(dict.fromkeys(r.run_id for r in compared))
     tags = {
         rec.KIND: rec.COMPARISON_KIND,
@@ -167,3 +177,4 @@ def _log_comparison_run(
         client.log_artifact(run_id, str(path), "comparison")
     if not opened:
         client.set_terminated(run_id)
+    return run_id

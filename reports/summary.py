@@ -25,6 +25,7 @@ from reports.stats import (
 )
 
 SIGNIFICANCE = 0.05
+PRIMARY_METRIC = "bleu"
 LEVEL = 0.95
 # (metric suffix under `<lang>/`, column title) for the cost columns, in table order.
 COSTS = [
@@ -299,6 +300,12 @@ def forgetting_rows(
             )
         )
     return rows, dict(sorted(bwt.items()))
+
+
+def primary_metric(metrics: list[str]) -> str:
+    """The metric the report ranks by first (its quality-vs-cost plot, `compare --promote`):
+    BLEU when the report has it, else its first metric."""
+    return PRIMARY_METRIC if PRIMARY_METRIC in metrics else metrics[0]
 
 
 def direction(metric: str) -> bool:

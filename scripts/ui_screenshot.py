@@ -4,11 +4,13 @@ Starts `mlflow ui` on a free loopback port against a tracking store (default sql
 what `make demo` fills), drives headless Chromium (Debian's `chromium`) over the DevTools
 protocol, saves PNGs to docs/img/, and stops the browser and the server by their process ids.
 The pages: the experiment's runs with the newest demo suite run expanded to its child runs, the
-evaluation view comparing the runs' predictions, the experiment's Models tab, one run's overview
-and its per-example table.
+evaluation view comparing the runs' predictions, the experiment's Models tab (every child run's
+models with the scores linked to them, per evaluation dataset), one run's overview and its
+per-example table.
 
     apt-get install -y chromium
     python scripts/ui_screenshot.py                  # after make demo
+    python scripts/ui_screenshot.py --only models    # one page
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--hide-scrollbars",
 )
+PAGES = ("runs", "evaluation", "models", "run", "examples")
+# The Models tab's columns shown: the model, its run and registered versions, and these scores of
+# each evaluation dataset (all of them do not fit the page).
+MODEL_ATTRIBUTES_HIDDEN = ("Status", "Logged from", "Dataset", "Parameters")
+MODEL_SCORES_SHOWN = ("bleu", "pass_rate")
+MODELS_WIDTH = 2000  # the Models tab is wider than the other pages
 CLOSE_ASSISTANT = (
     "(() => { const b = [...document.querySelectorAll('button[aria-label=Close]')];"
     " b.forEach(x => x.click()); return true; })()"
@@ -154,14 +162,17 @@ class Browser:
         async with self.session.get(f"http://127.0.0.1:{port}/json/list") as answer:
             (page,) = [t for t in await answer.json() if t["type"] == "page"]
         self.ws = await self.session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+        await self.resize(WIDTH)
+        return self
+
+    async def resize(self, width: int) -> None:
         await self.call(
             "Emulation.setDeviceMetricsOverride",
-            width=WIDTH,
+            width=width,
             height=HEIGHT,
             deviceScaleFactor=1,
             mobile=False,
         )
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.ws.close()
@@ -225,6 +236,91 @@ class Browser:
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
 
 
+def _tree_node(title: str) -> str:
+    """The Columns menu's tree node titled `title` (a JS expression)."""
+    return (
+        "[...document.querySelectorAll('.du-bois-light-tree-treenode')].find(n => "
+        f"n.querySelector('.du-bois-light-tree-title')?.innerText.trim() === {title!r})"
+    )
+
+
+async def _columns_menu(browser: Browser) -> None:
+    """Open the Models tab's Columns menu unless it is open (a click in it may close it)."""
+    if not await browser.evaluate("Boolean(document.querySelector('.du-bois-light-tree'))"):
+        await browser.click(
+            "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Columns')",
+            "the Models tab's Columns menu",
+        )
+
+
+async def _hide_column(browser: Browser, title: str) -> None:
+    await _columns_menu(browser)
+    checked = f"{_tree_node(title)}?.querySelector('.du-bois-light-tree-checkbox-checked')"
+    if await browser.evaluate(f"Boolean({checked})"):
+        await browser.click(checked, f"the {title!r} column's checkbox")
+
+
+async def models_tab(browser: Browser, base: str, experiment: str, runs: list[Any]) -> None:
+    """The Models tab with every run's models and their linked scores, fewer columns, on a
+    wider page (the caller sets the width back)."""
+    names = sorted({m for run in runs for m in _model_names(run)})
+    await browser.resize(MODELS_WIDTH)
+    await browser.open(
+        f"{base}/#/experiments/{experiment}/models?{MODEL_TRAINING}",
+        _rows_with(names),
+        f"the logged models {', '.join(names)}",
+    )
+    # The metric columns are drawn once the assistant's panel no longer narrows the table.
+    await browser.wait_for(_rows_with(["-evaluation"]), "the models' evaluation datasets")
+    await _columns_menu(browser)
+    groups = await browser.evaluate(
+        "[...document.querySelectorAll('.du-bois-light-tree-title')].map(t => t.innerText.trim())"
+        ".filter(t => t.startsWith('Dataset: '))"
+    )
+    for group in groups:  # each dataset's metrics: the few shown kept, the others hidden
+        await _columns_menu(browser)
+        closed = f"{_tree_node(group)}?.querySelector('.du-bois-light-tree-switcher_close')"
+        if await browser.evaluate(f"Boolean({closed})"):
+            await browser.click(closed, f"the {group!r} group")
+        await _hide_scores_but(browser, MODEL_SCORES_SHOWN)
+    for title in MODEL_ATTRIBUTES_HIDDEN:
+        await _hide_column(browser, title)
+    await browser.evaluate(
+        "document.body.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))"
+    )
+    await browser.wait_for(_rows_with([f"/{MODEL_SCORES_SHOWN[0]}"]), "the linked scores")
+
+
+async def _hide_scores_but(browser: Browser, shown: tuple[str, ...]) -> None:
+    """Uncheck every open metric column but `shown`; the menu draws only the nodes in view, so
+    it is scrolled down until its end."""
+    holder = "document.querySelector('.du-bois-light-tree-list-holder')"
+    while True:
+        await _columns_menu(browser)
+        leaves = await browser.evaluate(
+            "[...document.querySelectorAll('.du-bois-light-tree-treenode-checkbox-checked "
+            ".du-bois-light-tree-title')].map(t => t.innerText.trim()).filter(t => t.includes('/'))"
+        )
+        hidden = [leaf for leaf in leaves if leaf.rsplit("/", 1)[-1] not in shown]
+        for leaf in hidden:
+            await _hide_column(browser, leaf)
+        if hidden:
+            continue
+        at_end = await browser.evaluate(
+            f"(() => {{ const h = {holder}; if (!h || h.scrollTop + h.clientHeight >= "
+            "h.scrollHeight - 1) return true; h.scrollTop += h.clientHeight / 2; return false; })()"
+        )
+        if at_end:
+            return
+        await asyncio.sleep(0.5)
+
+
+def _model_names(run: Any) -> list[str]:
+    from core import record as rec
+
+    return [f"{lang}_model" for lang in rec.languages(run.data.params)]
+
+
 def _text_shown(text: str) -> str:
     return f"document.body && document.body.innerText.includes({text!r})"
 
@@ -236,8 +332,10 @@ def _rows_with(names: list[str]) -> str:
     )
 
 
-async def take(base: str, runs: dict[str, Any], out: Path, chromium: str) -> None:
-    """The screenshots of docs/mlflow-ui.md."""
+async def take(
+    base: str, runs: dict[str, Any], out: Path, chromium: str, only: tuple[str, ...] = PAGES
+) -> None:
+    """The screenshots of docs/mlflow-ui.md (those of `only`)."""
     experiment = runs["experiment_id"]
     suite = runs["suite"]
     children = runs["children"]
@@ -245,6 +343,13 @@ async def take(base: str, runs: dict[str, Any], out: Path, chromium: str) -> Non
     example = children.get("lora") or next(iter(children.values()))
     run_page = f"{base}/#/experiments/{experiment}/runs/{example.info.run_id}"
     async with Browser(chromium) as browser:
+        if "models" in only:
+            await models_tab(browser, base, experiment, list(children.values()))
+            await browser.capture(out / "mlflow-models.png")
+            await browser.resize(WIDTH)
+        if not {"runs", "evaluation"} & set(only):
+            await _run_pages(browser, run_page, out, only)
+            return
         await browser.open(
             f"{base}/#/experiments/{experiment}?{MODEL_TRAINING}",
             _text_shown(suite.info.run_name),
@@ -258,7 +363,8 @@ async def take(base: str, runs: dict[str, Any], out: Path, chromium: str) -> Non
         await browser.wait_for(f"Boolean({expander})", "the suite run's expander")
         await browser.evaluate(f"{expander}.click()")  # once: a second click folds it again
         await browser.wait_for(_rows_with(names), "the suite's child runs")
-        await browser.capture(out / "mlflow-runs.png")
+        if "runs" in only:
+            await browser.capture(out / "mlflow-runs.png")
 
         # The evaluation view: the runs' per-example tables side by side, the suite run (which
         # has none) hidden, each run's predictions in the compared column.
@@ -281,20 +387,18 @@ async def take(base: str, runs: dict[str, Any], out: Path, chromium: str) -> Non
             "document.body.dispatchEvent(new KeyboardEvent('keydown', "
             "{key: 'Escape', bubbles: true}))"
         )
-        await browser.capture(out / "mlflow-evaluation.png")
+        if "evaluation" in only:
+            await browser.capture(out / "mlflow-evaluation.png")
+        await _run_pages(browser, run_page, out, only)
 
-        await browser.open(
-            f"{base}/#/experiments/{experiment}/models?{MODEL_TRAINING}",
-            _text_shown("python_model"),
-            "the logged models",
-        )
-        await browser.capture(out / "mlflow-models.png")
 
+async def _run_pages(browser: Browser, run_page: str, out: Path, only: tuple[str, ...]) -> None:
+    if "run" in only:
         await browser.open(
             f"{run_page}?{MODEL_TRAINING}", _text_shown("Logged models"), "the run's overview"
         )
         await browser.capture(out / "mlflow-run.png")
-
+    if "examples" in only:
         await browser.open(
             f"{run_page}/artifacts/eval/python_examples.json?{MODEL_TRAINING}",
             _text_shown("prediction"),
@@ -315,7 +419,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="adaptbench")
     parser.add_argument("--out", type=Path, default=OUT, help="folder for the PNGs")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "chromium")
+    parser.add_argument(
+        "--only",
+        default=",".join(PAGES),
+        help=f"comma-separated pages to take (default all: {','.join(PAGES)})",
+    )
     args = parser.parse_args(argv)
+    only = tuple(page.strip() for page in args.only.split(",") if page.strip())
+    unknown = sorted(set(only) - set(PAGES))
+    if unknown:
+        parser.error(f"--only: unknown page(s) {', '.join(unknown)}; known: {', '.join(PAGES)}")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     if args.tracking_uri.startswith("sqlite:///") and not args.tracking_uri.startswith(
         "sqlite:////"
@@ -326,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = demo_runs(args.tracking_uri, args.experiment)
         args.out.mkdir(parents=True, exist_ok=True)
         with mlflow_ui(args.tracking_uri) as base:
-            asyncio.run(take(base, runs, args.out.resolve(), args.chromium))
+            asyncio.run(take(base, runs, args.out.resolve(), args.chromium, only))
     except ScreenshotError as err:
         print(f"ui_screenshot: {err}", file=sys.stderr)
         return 2
