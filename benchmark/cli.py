@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     preflight(
         config.experiment, run_id=args.resume or os.environ.get("MLFLOW_RUN_ID", ""), write=True
     )
-    run_id = run(config, register_as=args.register_as, resume=args.resume)
+    run_id = run(config, register_as=args.register_as, resume=args.resume, run_name=args.run_name)
     if is_main():  # launched on several processes, one table and one line
         _print_scores({run_id: config.method}, config.languages, by_language=True)
         print(
@@ -135,10 +135,13 @@ def _experiment_of(run_id: str, fallback: str) -> str:
 def cmd_suite(args: argparse.Namespace) -> int:
     from benchmark.auth import preflight
     from benchmark.launchers import SlurmOptions
-    from benchmark.suite import plan, run_suite
+    from benchmark.suite import models_option, plan, run_suite, train_sizes_option
+    from core import record as rec
 
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
-    configs = plan(args.preset, names, args.seeds, _collect_overrides(args))
+    sizes, models = train_sizes_option(args.train_sizes), models_option(args.models)
+    configs = plan(args.preset, names, args.seeds, _collect_overrides(args), sizes, models)
+    axes = [axis for axis, values in ((rec.TRAIN_SIZE, sizes), (rec.MODEL_NAME, models)) if values]
     preflight(configs[0].experiment, write=True)
     slurm = SlurmOptions(
         executor=args.slurm_executor,
@@ -154,14 +157,16 @@ def cmd_suite(args: argparse.Namespace) -> int:
         overrides=_collect_overrides(args),
         max_parallel=args.max_parallel,
         slurm=slurm,
+        axes=axes,
     )
     print()
     for entry in entries:
         detail = f"  {entry.error}" if entry.error else ""
-        print(f"{entry.method:16} seed {entry.seed:<6} {entry.status:9} {entry.run_id}{detail}")
+        what = f"{entry.name:32}" if axes else f"{entry.method:16} seed {entry.seed:<6}"
+        print(f"{what} {entry.status:9} {entry.run_id}{detail}")
     several = len({e.seed for e in entries}) > 1
     finished = {
-        e.run_id: f"{e.method} {e.seed}" if several else e.method
+        e.run_id: e.name if axes else f"{e.method} {e.seed}" if several else e.method
         for e in entries
         if e.status == "FINISHED"
     }
@@ -433,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue this killed run from its last checkpoint, in the same MLflow run (give "
         "the same method, preset and settings as when it started)",
     )
+    run.add_argument(
+        "--run-name", default="", help="the MLflow run's name (default: '<method> seed <seed>')"
+    )
     _add_run_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -450,6 +458,20 @@ def build_parser() -> argparse.ArgumentParser:
         "the base as it is)",
     )
     suite.add_argument("--seeds", type=_seeds, default=[42], help="comma-separated seeds")
+    suite.add_argument(
+        "--train-sizes",
+        default="",
+        metavar="N,N,...",
+        help="sweep data.train_size: each method and seed trains once per size, e.g. "
+        "100,300,1000 (the report draws quality against training examples)",
+    )
+    suite.add_argument(
+        "--models",
+        default="",
+        metavar="NAME,NAME,...",
+        help="sweep model.name: each method and seed once per base model (hub ids, local "
+        "folders, demo, tiny or config:<path.json>; the report draws quality against base size)",
+    )
     suite.add_argument("--out", default="reports/latest", help="report folder")
     suite.add_argument("--no-report", action="store_true", help="skip the comparison report")
     suite.add_argument(

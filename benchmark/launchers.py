@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -72,13 +73,25 @@ class SlurmOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def child_argv(preset: str, method: str, seed: int, overrides: dict[str, Any]) -> list[str]:
-    """`python -m benchmark run` arguments for one child: the suite's settings, its own seed."""
+def child_argv(
+    preset: str,
+    method: str,
+    seed: int,
+    overrides: dict[str, Any],
+    axes: dict[str, Any] | None = None,
+    run_name: str = "",
+) -> list[str]:
+    """`python -m benchmark run` arguments for one child: the suite's settings, its own seed
+    and its values of the swept axes (`data.train_size`, `model.name`), under `run_name`."""
     argv = ["run", "--method", method, "--preset", preset]
+    own = {"train.seed", *(axes or {})}
     for key, value in overrides.items():
-        if key != "train.seed":
+        if key not in own:
             argv += ["--set", f"{key}={_text(value)}"]
-    return argv + ["--set", f"train.seed={seed}"]
+    for key, value in (axes or {}).items():
+        argv += ["--set", f"{key}={_text(value)}"]
+    argv += ["--set", f"train.seed={seed}"]
+    return argv + (["--run-name", run_name] if run_name else [])
 
 
 def _text(value: Any) -> str:
@@ -236,7 +249,7 @@ def gather(
     if status == "RUNNING":  # its process died before it could end the run
         error = (
             f"the child's process ended ({job['state']}) before its run did: continue it with "
-            f"python -m benchmark run {' '.join(child.argv[1:])} --resume {run.info.run_id}"
+            f"python -m benchmark run {shlex.join(child.argv[1:])} --resume {run.info.run_id}"
         )
         client.set_tag(run.info.run_id, rec.ERROR, error)
         client.set_terminated(run.info.run_id, "FAILED")

@@ -44,8 +44,15 @@ class Adapted:
     trainable: int  # parameters the method trains (0: `none`, the base as it is)
 
 
-def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: str = "") -> str:
-    """Run `config` in an MLflow run and return its id.
+def run(
+    config: RunConfig,
+    register_as: str = "",
+    nested: bool = False,
+    resume: str = "",
+    run_name: str = "",
+) -> str:
+    """Run `config` in an MLflow run named `run_name` (default '<method> seed <seed>') and
+    return its id.
 
     The run is the active one, or the one `mlflow run` opened (MLFLOW_RUN_ID), or a new one in
     `config.experiment`; with `nested`, a child of the active run (the suite's runs); with
@@ -54,6 +61,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
     and writes artifacts; the others train and generate their share.
     """
     method = methods.get_method(config.method, config.method_options)  # fail before any loading
+    name = run_name or default_run_name(config)
     if not distributed.is_main():
         run_id = distributed.share(None)
         _execute(config, method, register_as, progress_for(config, run_id, bool(resume)))
@@ -64,7 +72,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         context = mlflow.start_run(run_id=resume, log_system_metrics=True)
     elif nested:
         context = mlflow.start_run(
-            run_name=f"{config.method} seed {config.train.seed}",
+            run_name=name,
             nested=True,
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
             "the models under Logged models, the evaluated examples in Artifacts: "
@@ -76,7 +84,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         context = mlflow.start_run(
             experiment_id=os.environ.get("MLFLOW_EXPERIMENT_ID") or None,
             parent_run_id=os.environ[launchers.PARENT_ENV],
-            run_name=f"{config.method} seed {config.train.seed}",
+            run_name=name,
             tags={launchers.CHILD_TAG: os.environ.get(launchers.CHILD_ENV, "")},
             log_system_metrics=True,
         )
@@ -86,7 +94,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         if not os.environ.get("MLFLOW_RUN_ID"):  # `mlflow run` chose the experiment already
             tracking.set_experiment(config.experiment)
         context = mlflow.start_run(
-            run_name=f"{config.method} seed {config.train.seed}",
+            run_name=name,
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
             "the models under Logged models, the evaluated examples in Artifacts: "
             + ", ".join(f"eval/{lang}_examples.json" for lang in config.languages),
@@ -100,7 +108,7 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
             if resume:
                 resumes = int(run.data.tags.get(rec.RESUMES, "0")) + 1
                 mlflow.set_tag(rec.RESUMES, str(resumes))
-            _execute(config, method, register_as, progress)
+            _execute(config, method, register_as, progress, name)
             mlflow.log_metric(rec.WALL_TIME, time.perf_counter() - start)
             if progress.root is not None:  # finished: nothing left to resume
                 shutil.rmtree(progress.root, ignore_errors=True)
@@ -111,14 +119,19 @@ def run(config: RunConfig, register_as: str = "", nested: bool = False, resume: 
         return run.info.run_id
 
 
+def default_run_name(config: RunConfig) -> str:
+    """A run's name unless it is given one (a sweep's children also name their point)."""
+    return f"{config.method} seed {config.train.seed}"
+
+
 def _execute(
-    config: RunConfig, method: methods.Method, register_as: str, progress: Progress
+    config: RunConfig, method: methods.Method, register_as: str, progress: Progress, name: str = ""
 ) -> None:
     # Inside the run: a data error leaves a failed run that says what went wrong.
     tasks = load_tasks(config.languages, config.data)
     # A resumed run logged its header before it was killed, unless it was killed before that.
     if distributed.is_main() and not (progress.resumed and _has_header()):
-        _log_run_header(config, method, tasks)
+        _log_run_header(config, method, tasks, name)
     if config.protocol == "sequential":
         _run_sequential(config, method, tasks, register_as, progress)
     else:
@@ -228,7 +241,7 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
                 "model.source": info.source,
                 "model.resolved_revision": info.revision,
                 rec.TRAINABLE_PARAMS: trainable,
-                "total_params": total,
+                rec.TOTAL_PARAMS: total,
                 rec.TRAINABLE_SHARE: round(trainable / total, 6),
             }
         )
@@ -453,14 +466,16 @@ def _log_model(
     return model_uri
 
 
-def _log_run_header(config: RunConfig, method: methods.Method, tasks: dict[str, TaskData]) -> None:
+def _log_run_header(
+    config: RunConfig, method: methods.Method, tasks: dict[str, TaskData], name: str = ""
+) -> None:
     mlflow.set_tags(
         {
             rec.PRESET: config.preset,
             rec.PROTOCOL: config.protocol,
             rec.METHOD: config.method,
             rec.GIT_COMMIT: tracking.git_commit(),
-            "mlflow.runName": f"{config.method} seed {config.train.seed}",
+            "mlflow.runName": name or default_run_name(config),
         }
     )
     params = dict(config.flat())
@@ -470,7 +485,7 @@ def _log_run_header(config: RunConfig, method: methods.Method, tasks: dict[str, 
     for language, task in tasks.items():
         params[rec.source_param(language)] = task.source
         params[rec.fingerprint_param(language)] = task.fingerprint()
-        params[f"data.{language}.train_examples"] = len(task.train)
+        params[rec.train_examples_param(language)] = len(task.train)
         params[f"data.{language}.val_examples"] = len(task.validation)
         params[f"data.{language}.eval_examples"] = len(task.evaluation)
     tracking.log_params(params)

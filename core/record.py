@@ -37,6 +37,11 @@ SEED = "train.seed"
 METHOD_NAME = "method.name"
 TRAINABLE_PARAMS = "trainable_params"
 TRAINABLE_SHARE = "trainable_share"
+TOTAL_PARAMS = "total_params"  # the model as trained: the base and what the method added
+# A suite's sweep axes (`--train-sizes`, `--models`): runs that differ only in these are a sweep.
+TRAIN_SIZE = "data.train_size"
+MODEL_NAME = "model.name"
+SWEEP_AXES = (TRAIN_SIZE, MODEL_NAME)
 
 
 def signature_param(metric_name: str) -> str:
@@ -58,6 +63,12 @@ def fingerprint_param(language: str) -> str:
 
 def source_param(language: str) -> str:
     return f"data.{language}.source"
+
+
+def train_examples_param(language: str) -> str:
+    """The training examples selected for a language (fewer than data.train_size when the
+    split holds fewer)."""
+    return f"data.{language}.train_examples"
 
 
 # ---------------------------------------------------------------- metrics
