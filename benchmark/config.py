@@ -105,6 +105,10 @@ class EvalConfig:
     batch_size: int = setting(32, "generation batch size", minimum=1)
     max_new_tokens: int = setting(128, "generation length cap", minimum=1)
     num_beams: int = setting(1, "beam search width (1: greedy)", minimum=1)
+    # The loss before and after adaptation on held-out code and pretraining text (retention.py).
+    retention_examples: int = setting(
+        100, "examples per retention set: held-out code, pretraining text (0: none)", minimum=0
+    )
     # Beam search only: a beam's score is its log-probability over its length to this power,
     # so above 1 longer beams win more often (transformers' `length_penalty`).
     length_penalty: float = setting(1.0, "beam search's length penalty")

@@ -5,6 +5,10 @@ metric's direction: `forgetting` is the quality lost on a language between right
 training and the end; backward transfer (`bwt`) is minus the mean forgetting over all languages
 but the last (Lopez-Paz & Ranzato, 2017); forward transfer (`fwt`) is the sequential score right
 after a language's training minus the score of a fresh model trained on that language alone.
+Retention (`benchmark/retention.py`) is the loss side: the model after each language is scored
+against the base on the held-out code of the languages it has not been trained on yet and on the
+base's pretraining text (`retention/<task>/<lang>/<set>/...`; after the last, the pretraining
+text alone when the run covers every known language).
 """
 
 from __future__ import annotations

@@ -196,3 +196,39 @@ def registered_name(name: str, language: str) -> str:
 def latest_alias(preset: str) -> str:
     """The alias `--register-as` points at the newest registered version of a preset's model."""
     return "latest-" + "".join(c if c.isalnum() or c in "_-" else "-" for c in preset)
+
+
+# ---------------------------------------------------------------- retention
+
+RETENTION_STATS = ("loss_before", "loss_after", "loss_delta")  # delta = after - before
+
+
+def retention_metric(scope: str, held_out: str, stat: str) -> str:
+    """The loss of the model trained on `scope` (its language) on a held-out set, before or
+    after adaptation, or the delta (`retention/python/code-javascript/loss_delta`)."""
+    return f"retention/{scope}/{held_out}/{stat}"
+
+
+def split_retention(key: str) -> tuple[str, str, str] | None:
+    """(scope, held-out set, stat) of a `retention_metric` key, else None."""
+    head, _, rest = key.partition("/")
+    scope, _, tail = rest.rpartition("/")
+    scope, _, held_out = scope.rpartition("/")
+    if head != "retention" or not scope or not held_out or tail not in RETENTION_STATS:
+        return None
+    return scope, held_out, tail
+
+
+def retention_examples_param(held_out: str) -> str:
+    """How many examples a held-out set scored."""
+    return f"retention.{held_out}.examples"
+
+
+def retention_fingerprint_param(held_out: str) -> str:
+    """sha256 of the token ids a held-out set scored (equal across runs: the same set)."""
+    return f"retention.{held_out}.fingerprint"
+
+
+def retention_objective_param(held_out: str) -> str:
+    """What a held-out set's pairs are (`docstring -> code`, `T5 span corruption of code`)."""
+    return f"retention.{held_out}.objective"

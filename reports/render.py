@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from reports import retention
+
 from reports.inference import blocks as inference_blocks
 
 if TYPE_CHECKING:
@@ -174,8 +176,10 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
         ]
         for row in section.rows
     ]
+    header, body = retention.with_columns(section, header, body)
     blocks.append(("table", header, body))
     blocks.append(("p", _statistic_note(section)))
+    blocks += retention.note(section)
     if section.reference_present:
         blocks.append(("h3", f"{section.language}: difference from {report.reference}"))
         blocks.append(

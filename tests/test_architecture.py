@@ -108,6 +108,7 @@ def test_the_report_flows_one_way_records_then_summaries_then_the_report():
         "summary": {"reports.plots", "reports.render", "reports.compare"},
         "plots": {"reports.compare", "reports.render"},
         "render": {"reports.compare", "reports.plots"},
+        "retention": {"reports.plots", "reports.render", "reports.compare"},
     }
     for name, forbidden in later.items():
         found = imported_modules(REPO / "reports" / f"{name}.py") & forbidden
