@@ -16,7 +16,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from core import record as rec  # the run record's names
-from reports import plots, render
+from reports import curves, plots, render
 from reports.promote import Promotion
 from reports.records import (  # noqa: F401  (the report's public names, found here as before)
     BASE_METHOD,
@@ -47,7 +47,7 @@ from reports.summary import (  # noqa: F401
     summarise,
 )
 
-PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png")
+PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png", "sweep_*.png")
 
 
 def build_report(
@@ -102,6 +102,17 @@ def build_report(
             images[f"loss_{language}"] = plots.loss_curves(
                 client, section, out / f"loss_{language}.png"
             )
+        sweeps = []
+        for language, by_point in selection.sweep.items():  # runs differing in size or base
+            for runs in by_point.values():
+                for record in runs:
+                    _download_table(client, record, language, Path(tmp))
+            sweep = curves.summarise_sweep(language, by_point, selection.sweep_point, n_boot, seed)
+            if sweep.metrics:
+                sweeps.append(sweep)
+                images[f"sweep_{language}"] = curves.sweep_plot(
+                    sweep, out / f"sweep_{language}.png"
+                )
     forgetting, bwt = forgetting_rows(selection.sequential)
     if forgetting:
         images["forgetting"] = plots.forgetting(forgetting, out / "forgetting.png")
@@ -122,6 +133,7 @@ def build_report(
         n_boot=n_boot,
         seed=seed,
         significance=SIGNIFICANCE,
+        sweep=curves.sweep_blocks(sweeps, images),
     )
     # Checked before anything is logged: a refused promotion leaves the store as it was.
     steps = promote.plan(client, sections) if promote is not None else []
@@ -130,6 +142,9 @@ def build_report(
     (out / "comparison.html").write_text(render.html(blocks, report.title), encoding="utf-8")
     if log_to_mlflow:
         compared = [r for runs in selection.fresh.values() for r in runs] + selection.sequential
+        compared += [
+            r for points in selection.sweep.values() for runs in points.values() for r in runs
+        ]
         files = [out / "comparison.md", out / "comparison.html", *images.values()]
         run_id = _log_comparison_run(client, experiment, files, compared, selection.preset)
         if promote is not None:

@@ -16,6 +16,12 @@ A re-run of the same method and seed in a table counts once: the newest run is k
 is never counted twice. Every run that is not in a table (unfinished, failed, other setup, other
 data, re-run since) is listed under "Left out" with the reason. Sequential-protocol runs of the
 same setup and data go to the forgetting table, not beside the fresh runs.
+
+A sweep: fresh runs of one setup that differ in `data.train_size` or `model.name`
+(`rec.SWEEP_AXES`, a suite's `--train-sizes` and `--models`) are never mixed in one table. The
+tables hold one sweep point (the one with most methods, then most runs, then the largest training
+size, then the newest run); every point's runs, grouped per language like a table's (one data
+fingerprint, a seed counted once), go to the sweep section (`reports.curves`).
 """
 
 from __future__ import annotations
@@ -79,6 +85,10 @@ class RunRecord:
     def setup(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         return self.preset, tuple(sorted(self.signatures().items()))
 
+    def sweep_point(self) -> tuple[str, ...]:
+        """The run's values of the sweep axes: training size and base model, as logged."""
+        return tuple(self.params.get(axis, "") for axis in rec.SWEEP_AXES)
+
 
 @dataclass
 class LeftOut:
@@ -98,6 +108,9 @@ class Selection:
     fresh: dict[str, list[RunRecord]]  # language -> runs in that language's table
     sequential: list[RunRecord]
     left_out: list[LeftOut]
+    # A sweep: language -> sweep point -> its runs (the tables' point among them); else empty.
+    sweep: dict[str, dict[tuple[str, ...], list[RunRecord]]] = field(default_factory=dict)
+    sweep_point: tuple[str, ...] = ()  # the point the tables show
 
 
 def load_runs(
@@ -200,6 +213,7 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
         else:
             same_setup.append(record)
     fresh = [r for r in same_setup if r.protocol == "fresh"]
+    fresh, other_points, point = _one_sweep_point(fresh)
     deciding = fresh or same_setup
     languages = _ordered({lang for r in same_setup for lang in r.languages})
     fingerprints: dict[str, str] = {}
@@ -240,11 +254,73 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
     for language, runs in tables.items():
         tables[language] = _newest_per_seed(runs, superseded, language)
     sequential = _newest_per_seed(sequential, superseded, "")
+    sweep = _sweep_points(other_points, languages, left_out, superseded) if other_points else {}
+    for language, runs in tables.items():
+        if language in sweep and runs:
+            sweep[language][point] = runs
     for record, newer, languages in superseded.values():
         left_out.append(LeftOut(record, _rerun_reason(record, newer, languages), languages[0]))
     return Selection(
-        anchor.preset, fingerprints, {k: v for k, v in tables.items() if v}, sequential, left_out
+        anchor.preset,
+        fingerprints,
+        {k: v for k, v in tables.items() if v},
+        sequential,
+        left_out,
+        sweep={k: v for k, v in sweep.items() if len(v) > 1},
+        sweep_point=point,
     )
+
+
+def _train_size(point: tuple[str, ...]) -> float:
+    try:
+        return float(point[rec.SWEEP_AXES.index(rec.TRAIN_SIZE)])
+    except ValueError:
+        return -1.0
+
+
+def _one_sweep_point(
+    fresh: list[RunRecord],
+) -> tuple[list[RunRecord], list[RunRecord], tuple[str, ...]]:
+    """The runs at the tables' sweep point, the runs at the others, and that point (no sweep:
+    every run, none, their point)."""
+    points = _group(fresh, RunRecord.sweep_point)
+    if len(points) <= 1:
+        return fresh, [], next(iter(points), ())
+    point, _ = max(
+        points.items(),
+        key=lambda item: (
+            len({r.method for r in item[1]}),
+            len(item[1]),
+            _train_size(item[0]),
+            item[1][0].start_time,
+        ),
+    )
+    return points[point], [r for r in fresh if r.sweep_point() != point], point
+
+
+def _sweep_points(
+    runs: list[RunRecord],
+    languages: list[str],
+    left_out: list[LeftOut],
+    superseded: dict[str, tuple[RunRecord, RunRecord, list[str]]],
+) -> dict[str, dict[tuple[str, ...], list[RunRecord]]]:
+    """Per language and sweep point, its runs as a table would hold them: the data fingerprint
+    of the point's largest group (others left out), the newest run of a method and seed."""
+    sweep: dict[str, dict[tuple[str, ...], list[RunRecord]]] = {}
+    for language in languages:
+        candidates = [r for r in runs if language in r.languages]
+        for point, at_point in _group(candidates, RunRecord.sweep_point).items():
+            by_data = _group(at_point, lambda r, lang=language: r.fingerprint(lang))
+            chosen = _largest(by_data.values())[0].fingerprint(language)
+            kept = []
+            for record in at_point:
+                if record.fingerprint(language) == chosen:
+                    kept.append(record)
+                else:
+                    reason = _data_reason(record, language, {language: chosen})
+                    left_out.append(LeftOut(record, f"{reason} at its sweep point", language))
+            sweep.setdefault(language, {})[point] = _newest_per_seed(kept, superseded, language)
+    return sweep
 
 
 def _newest_per_seed(

@@ -7,7 +7,7 @@ import base64
 import html as html_lib
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ class Report:
     n_boot: int
     seed: int
     significance: float
+    sweep: list[Block] = field(default_factory=list)  # the Sweep section (`reports.curves`)
 
     @property
     def title(self) -> str:
@@ -299,6 +300,7 @@ def blocks(report: Report) -> list[Block]:
         out.append(("p", "No finished, comparable benchmark run was found."))
     for section in report.sections:
         out += section_blocks(section, report)
+    out += report.sweep
     out += inference_blocks(report.sections, report.images)  # the Inference cost section
     if report.forgetting:
         out += forgetting_blocks(report)
