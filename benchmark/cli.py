@@ -79,7 +79,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override any setting: data.*, model.*, train.*, eval.*, method.<field>, "
-        "languages, protocol, experiment (repeatable)",
+        "languages, tasks, protocol, experiment (repeatable)",
     )
     parser.add_argument(
         "--overrides", default="", help="space-separated KEY=VALUE settings (MLproject's form)"
@@ -190,26 +190,30 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 def _print_scores(runs: dict[str, str], languages: list[str], by_language: bool) -> None:
     """The scores of finished runs (`runs`: run id -> column name) as aligned tables: one
-    column per language for one run, else one table per language with a column per run."""
+    column per task and language for one run, else one table per task and language with a
+    column per run."""
     if not runs:
         return
     from mlflow.tracking import MlflowClient
 
     from benchmark import console
+    from core import record as rec
 
     client = MlflowClient()
     found = {run_id: client.get_run(run_id).data for run_id in runs}
     if by_language:
         for run_id, data in found.items():
             columns = {
-                lang: console.scores_of(data.params, data.metrics, lang) for lang in languages
+                scope: console.scores_of(data.params, data.metrics, scope)
+                for scope in rec.scopes(data.params)
             }
             print(f"\nscores of {runs[run_id]} ({run_id}):")
             print(console.score_table(columns))
         return
-    for lang in languages:
-        columns = {runs[i]: console.scores_of(d.params, d.metrics, lang) for i, d in found.items()}
-        print(f"\n{lang} scores:")
+    scopes = list(dict.fromkeys(s for d in found.values() for s in rec.scopes(d.params)))
+    for scope in scopes:
+        columns = {runs[i]: console.scores_of(d.params, d.metrics, scope) for i, d in found.items()}
+        print(f"\n{scope} scores:")
         print(console.score_table(columns))
     print()
 
@@ -297,6 +301,27 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{row['name']}{counts}{note}")
         for f in row["fields"]:
             print(f"    {f['name']} ({f['type']}, default {f['default']!r}): {f.get('help', '')}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from tasks import describe
+
+    rows = describe()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        if row["trains"]:
+            what = f"trains: {row['input']} -> {row['target']}, serves {row['serves']}"
+        else:
+            what = f"evaluation only: scores the {row['model_of']} model"
+        print(f"{row['name']}: {row['summary']}")
+        print(f"    languages: {', '.join(row['languages'])}")
+        print(f"    metrics: {', '.join(row['metrics'])}")
+        print(f"    {what}")
+        if row["published"]:
+            print(f"    published: {row['published']}")
     return 0
 
 
@@ -429,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--register-as",
         default="",
         metavar="NAME",
-        help="register each language's model in the Model Registry as NAME-<language>",
+        help="register each task's model of each language in the Model Registry as "
+        "NAME-<task>-<language>",
     )
     run.add_argument(
         "--resume",
@@ -544,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="NAME",
         help="with --promote: a best model that is not registered is registered as "
-        "NAME-<language> (and an existing version under that name is the one promoted)",
+        "NAME-<task>-<language> (and an existing version under that name is the one promoted)",
     )
     compare.set_defaults(func=cmd_compare)
 
@@ -558,11 +584,21 @@ def build_parser() -> argparse.ArgumentParser:
     meth.add_argument("--json", action="store_true", help="print JSON")
     meth.set_defaults(func=cmd_methods)
 
+    task_list = sub.add_parser(
+        "tasks",
+        help="list registered tasks, their languages and metrics",
+        description="List the registered tasks (pick them with --set tasks=NAME,...): the "
+        "languages each covers, its default metrics, and whether it trains or scores the model "
+        "another task trained.",
+    )
+    task_list.add_argument("--json", action="store_true", help="print JSON")
+    task_list.set_defaults(func=cmd_tasks)
+
     gen = sub.add_parser(
         "generate",
         help="generate code from docstrings with a logged model (no server)",
-        description="Load a logged model (runs:/<run_id>/<language>_model, models:/NAME/1, ...) "
-        "and print the code it generates for each docstring.",
+        description="Load a logged model (runs:/<run_id>/<task>_<language>_model, "
+        "models:/NAME/1, ...) and print the code it generates for each docstring.",
     )
     gen.add_argument("--model-uri", required=True, help="an MLflow model URI")
     gen.add_argument("prompt", nargs="*", help="docstrings (default: one per line on stdin)")
@@ -589,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a logged model like `mlflow models serve --env-manager local` (same "
         "/invocations and /ping), from this environment, answering 400 to params the model does "
         "not take. Listens on 127.0.0.1 only unless --behind-proxy.",
-        epilog="Example: .venv/bin/python -m benchmark serve -m runs:/<run_id>/python_model "
-        "-p 5001",
+        epilog="Example: .venv/bin/python -m benchmark serve -m "
+        "runs:/<run_id>/generation_python_model -p 5001",
     )
     serve.add_argument("-m", "--model-uri", required=True, help="an MLflow model URI")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
@@ -610,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a PEFT-based method's adapter (adapter_config.json and its weights). Either way with "
         "the tokenizer, export.json and README.md saying where it came from.",
         epilog="Example: .venv/bin/python -m benchmark export --model-uri "
-        "runs:/<run_id>/python_model --out exported/lora-python --merged",
+        "runs:/<run_id>/generation_python_model --out exported/lora-python --merged",
     )
     exp.add_argument("--model-uri", required=True, help="an MLflow model URI")
     exp.add_argument("--out", required=True, help="the folder to write (new or empty)")

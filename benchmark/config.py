@@ -127,12 +127,15 @@ class EvalConfig:
         16, "tokens each timed generation produces (greedy, end token suppressed)", minimum=1
     )
     metrics: list[str] = setting(
-        help="metrics to compute ('all' or names)", default_factory=lambda: ["all"]
+        help="metrics to compute ('all': each task's own, or names)",
+        default_factory=lambda: ["all"],
     )
-    humaneval: bool = setting(False, "also run HumanEval (Python): pass@1 and pass@10")
-    humaneval_samples: int = setting(10, "HumanEval samples per problem", minimum=1)
-    humaneval_temperature: float = setting(0.8, "HumanEval sampling temperature", above=0)
-    humaneval_limit: int = setting(0, "HumanEval problems (0: all 164)", minimum=0, maximum=164)
+    # Evaluation-only tasks (humaneval): samples drawn per problem for pass@k, and how.
+    samples: int = setting(10, "samples per problem of evaluation-only tasks", minimum=1)
+    temperature: float = setting(0.8, "sampling temperature of those samples", above=0)
+    problem_limit: int = setting(
+        0, "problems of an evaluation-only task scored (0: all)", minimum=0
+    )
 
 
 @dataclass
@@ -141,6 +144,10 @@ class RunConfig:
     preset: str = setting("demo", "the settings preset")
     languages: list[str] = setting(
         help="languages, in order", default_factory=lambda: ["python", "javascript"]
+    )
+    tasks: list[str] = setting(
+        help="registered tasks (`python -m benchmark tasks`), in order",
+        default_factory=lambda: ["generation"],
     )
     protocol: str = setting(
         "fresh",
@@ -227,7 +234,7 @@ def make_config(method: str, preset: str, overrides: dict[str, Any] | None = Non
         else:
             raise UsageError(
                 f"unknown setting {key!r}: use data.*, model.*, train.*, eval.*, method.* or a "
-                "top-level key (languages, protocol, experiment)"
+                "top-level key (languages, tasks, protocol, experiment)"
             )
     config = build_dataclass(
         RunConfig,
@@ -270,3 +277,11 @@ def validate(config: RunConfig) -> None:
         raise UsageError(
             f"languages: unknown {', '.join(unknown)}; known: {', '.join(KNOWN_LANGUAGES)}"
         )
+    import tasks  # here, not at the top: the served model reads this module without tasks
+
+    for task in tasks.resolve(config.tasks):
+        if not any(task.covers(lang) for lang in config.languages):
+            raise UsageError(
+                f"tasks: {task.name} covers {', '.join(task.languages)}, none of the run's "
+                f"languages ({', '.join(config.languages)}): add one, or leave {task.name} out"
+            )

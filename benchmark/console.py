@@ -160,22 +160,26 @@ def score(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def scores_of(params: Mapping[str, str], metrics: Mapping[str, float], language: str) -> dict:
-    """A run's scores on `language`, by metric, from its MLflow params and metrics: each metric
-    it evaluated (`metric.<name>.signature`), as `<lang>/<name>` or `<lang>/<name>/<k>`."""
+def scores_of(params: Mapping[str, str], metrics: Mapping[str, float], scope: str) -> dict:
+    """A run's scores on a `<task>/<language>` scope, by metric, from its MLflow params and
+    metrics: each metric it evaluated (`metric.<name>.signature`) as `<scope>/<name>`, and
+    every value of an evaluation-only task signed by its own name (pass@1, pass@10, ...)."""
     names = sorted(
         key[len("metric.") : -len(".signature")]
         for key in params
         if key.startswith("metric.") and key.endswith(".signature")
     )
+    task = scope.partition("/")[0]
     out = {}
     for name in names:
-        key = f"{language}/{name}"
+        key = f"{scope}/{name}"
         if key in metrics:
             out[name] = metrics[key]
-        else:  # several values, e.g. humaneval/pass@1 and pass@10
+        elif name == task:  # an evaluation-only task's values, e.g. humaneval's pass_at_1
             out |= {
-                k[len(language) + 1 :]: v for k, v in metrics.items() if k.startswith(key + "/")
+                k[len(scope) + 1 :]: v
+                for k, v in metrics.items()
+                if k.startswith(scope + "/") and k.count("/") == 2 and not k.endswith("_time_s")
             }
     return out
 

@@ -32,24 +32,27 @@ def _gain(metric: str, before: float, after: float) -> float:
 
 
 def forgetting(
-    after_own: dict[str, EvalResult], final: dict[str, EvalResult], languages: list[str]
+    task: str, after_own: dict[str, EvalResult], final: dict[str, EvalResult], languages: list[str]
 ) -> dict[str, float]:
-    """`forgetting/<lang>/<metric>` for every language but the last, and `bwt/<metric>`."""
+    """`forgetting/<task>/<lang>/<metric>` for every language but the last, and
+    `bwt/<task>/<metric>`."""
     out: dict[str, float] = {}
     per_metric: dict[str, list[float]] = {}
     for language in languages[:-1]:
         for metric, result in after_own[language].scores.items():
             lost = -_gain(metric, result.corpus, final[language].scores[metric].corpus)
-            out[record.forgetting_metric(language, metric)] = lost
+            out[record.forgetting_metric(task, language, metric)] = lost
             per_metric.setdefault(metric, []).append(lost)
     for metric, values in per_metric.items():
-        out[record.backward_transfer_metric(metric)] = -sum(values) / len(values)
+        out[record.backward_transfer_metric(task, metric)] = -sum(values) / len(values)
     return out
 
 
-def forward_transfer(after_own: dict[str, EvalResult], config: RunConfig) -> dict[str, float]:
-    """`fwt/<lang>/<metric>` against the latest finished `fresh` run of the same method and
-    preset in this experiment, when one exists (its run id is logged as a param)."""
+def forward_transfer(
+    task: str, after_own: dict[str, EvalResult], config: RunConfig
+) -> dict[str, float]:
+    """`fwt/<task>/<lang>/<metric>` against the latest finished `fresh` run of the same method
+    and preset in this experiment, when one exists (its run id is logged as a param)."""
     run = mlflow.active_run()
     if run is None:
         return {}
@@ -71,8 +74,9 @@ def forward_transfer(after_own: dict[str, EvalResult], config: RunConfig) -> dic
     out: dict[str, float] = {}
     for language, result in after_own.items():
         for metric, score in result.scores.items():
-            key = f"{language}/{metric}"
+            key = record.metric(task, language, metric)
             if key in reference.data.metrics:
-                out[f"fwt/{key}"] = _gain(metric, reference.data.metrics[key], score.corpus)
+                fwt = record.forward_transfer_metric(task, language, metric)
+                out[fwt] = _gain(metric, reference.data.metrics[key], score.corpus)
     mlflow.log_param("fwt.reference_run", reference.info.run_id)
     return out

@@ -74,8 +74,9 @@ class LoadStats:
 
 
 @dataclass
-class TaskData:
-    """The examples of one language: train, validation (loss) and evaluation (generation)."""
+class LanguageData:
+    """The examples of one language: train, validation (loss) and evaluation (generation); every
+    task reading CodeSearchNet takes its own input and target fields from them."""
 
     language: str
     train: list[Example]
@@ -270,13 +271,13 @@ def _select(
     return chosen
 
 
-def _build_task(
+def _build_language(
     language: str,
     rows_by_split: dict[str, list[RawRow]] | dict[str, Iterable[RawRow]],
     config: DataConfig,
     stats: LoadStats,
     source: str,
-) -> TaskData:
+) -> LanguageData:
     # Training examples are chosen first; a validation or evaluation example whose code also
     # sits in the training set is dropped as a duplicate (no train/test leakage).
     seen: set[str] = set()
@@ -301,7 +302,7 @@ def _build_task(
             language,
             len(evaluation) if evaluation_split == "validation" else 0,
         )
-    return TaskData(language, train, validation, evaluation, source, stats)
+    return LanguageData(language, train, validation, evaluation, source, stats)
 
 
 def _shuffled(rows: list[RawRow], seed: int) -> list[RawRow]:
@@ -312,7 +313,7 @@ def _shuffled(rows: list[RawRow], seed: int) -> list[RawRow]:
 
 def load_local(
     root: Path, languages: list[str], config: DataConfig, source: str
-) -> dict[str, TaskData]:
+) -> dict[str, LanguageData]:
     """Read every file once, then select per language and split (shuffled with the seed)."""
     stats_all = LoadStats()
     by_language: dict[str, dict[str, list[RawRow]]] = {}
@@ -333,11 +334,11 @@ def load_local(
             bad_rows=stats_all.bad_rows,
         )
         rows = {s: _shuffled(r, config.selection_seed) for s, r in by_language[lang].items()}
-        tasks[lang] = _build_task(lang, rows, config, stats, source)
+        tasks[lang] = _build_language(lang, rows, config, stats, source)
     return tasks
 
 
-def load_hub(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
+def load_hub(languages: list[str], config: DataConfig) -> dict[str, LanguageData]:
     """CodeXGLUE's parquet copy of CodeSearchNet from the Hugging Face hub, pinned to one commit.
 
     `load_dataset("code_search_net")` no longer works (datasets >= 4 refuses loading scripts);
@@ -377,7 +378,7 @@ def load_hub(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
                 raise DataError(f"{source}: {lang} has no {split} split (it has {sorted(splits)})")
             part = splits[split].shuffle(seed=config.selection_seed)
             rows[split] = _hub_rows(part, split, f"{name}/{lang}/{split}", stats)
-        tasks[lang] = _build_task(lang, rows, config, stats, source)
+        tasks[lang] = _build_language(lang, rows, config, stats, source)
     return tasks
 
 
@@ -515,8 +516,8 @@ def _hub_rows(part: Any, split: str, name: str, stats: LoadStats) -> Iterator[Ra
         yield RawRow(_normalise(record, schema, origin), split, origin)
 
 
-def load_tasks(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
-    """One `TaskData` per language from the configured source."""
+def load_languages(languages: list[str], config: DataConfig) -> dict[str, LanguageData]:
+    """One `LanguageData` per language from the configured source."""
     if config.source == "hub":
         return load_hub(languages, config)
     if config.source == "sample":
@@ -525,6 +526,13 @@ def load_tasks(languages: list[str], config: DataConfig) -> dict[str, TaskData]:
         return load_local(SAMPLE_DIR, languages, config, "sample")
     root = Path(config.source).expanduser()
     return load_local(root, languages, config, f"local:{root}")
+
+
+def pairs(examples: list[Example], task: Any) -> tuple[list[str], list[str]]:
+    """The task's (inputs, targets) of `examples`; without a task, (docstrings, code)."""
+    if task is None:
+        return [ex.docstring for ex in examples], [ex.code for ex in examples]
+    return [task.source(ex) for ex in examples], [task.target(ex) for ex in examples]
 
 
 def to_records(examples: list[Example]) -> list[dict[str, str]]:

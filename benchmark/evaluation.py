@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -14,8 +15,11 @@ from transformers import PreTrainedTokenizerBase
 import metrics as metric_registry
 from benchmark import console, distributed
 from benchmark.config import EvalConfig
-from benchmark.data import Example
+from benchmark.data import Example, pairs
 from metrics import MetricResult
+
+if TYPE_CHECKING:
+    from tasks import Task
 
 
 @torch.no_grad()
@@ -156,38 +160,47 @@ def evaluate(
     language: str,
     config: EvalConfig,
     max_source_length: int,
+    task: Task | None = None,
 ) -> EvalResult:
-    """Generate code for every example's docstring and score it against the reference."""
+    """Generate the task's target for every example's input and score it against the reference
+    with the task's metrics (`eval.metrics=all`) or the named ones; without a task, docstring ->
+    code scored by `eval.metrics`."""
+    inputs, references = pairs(examples, task)
+    names = config.metrics
+    if task is not None and names == ["all"]:
+        names = list(task.metrics)
     start = time.perf_counter()
     predictions = generate(
         model,
         tokenizer,
-        [ex.docstring for ex in examples],
+        inputs,
         max_source_length,
         max_new_tokens=config.max_new_tokens,
         num_beams=config.num_beams,
         batch_size=config.batch_size,
-        desc=f"{language} eval",
+        desc=f"{task.name + ' ' if task else ''}{language} eval",
         shard=True,
         length_penalty=config.length_penalty,
     )
     generation_time = time.perf_counter() - start
     if not distributed.state().is_main_process:  # the main process scores the gathered predictions
         return EvalResult(language, predictions, {}, {}, generation_time)
-    scores, signatures, seconds = score(
-        predictions, [ex.code for ex in examples], language, config.metrics
-    )
+    scores, signatures, seconds = score(predictions, references, language, names)
     return EvalResult(language, predictions, scores, signatures, generation_time, seconds)
 
 
-def examples_table(examples: list[Example], result: EvalResult) -> pd.DataFrame:
-    """One row per evaluated example: ids, docstring, reference, prediction, metric values."""
+def examples_table(
+    examples: list[Example], result: EvalResult, task: Task | None = None
+) -> pd.DataFrame:
+    """One row per evaluated example: ids, the input (named by its field: the docstring without a
+    task), reference, prediction, metric values."""
+    inputs, references = pairs(examples, task)
     table = pd.DataFrame(
         {
             "id": [ex.id for ex in examples],
             "language": result.language,
-            "docstring": [ex.docstring for ex in examples],
-            "reference": [ex.code for ex in examples],
+            task.input_field if task is not None else "docstring": inputs,
+            "reference": references,
             "prediction": result.predictions,
         }
     )

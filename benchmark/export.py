@@ -62,7 +62,7 @@ def bundle_of(model_uri: str, into: Path) -> Path:
         said = " ".join(err.message.split())[:300]
         raise UsageError(
             f"--model-uri {model_uri}: MLflow cannot load it ({said}): give a logged model, e.g. "
-            "runs:/<run_id>/python_model or models:/<name>/<version>"
+            "runs:/<run_id>/generation_python_model or models:/<name>/<version>"
         ) from None
     artifact = flavor.get("artifacts", {}).get("bundle", {}).get("path")
     if not artifact or not (local / artifact).is_dir():

@@ -1,7 +1,8 @@
 """The Model Registry: `run --register-as`'s `latest-<preset>` alias, and `compare --promote`
 pointing an alias at the registered version of the model a comparison chose.
 
-A registered name holds one language's model (`NAME-python`), so an alias is set per language.
+A registered name holds one task's model of one language (`NAME-generation-python`), so an alias
+is set per task and language.
 Promotion is planned before anything is written: a refusal (a bad alias, a best model that is
 not registered and no name to register it under) leaves the registry as it was.
 """
@@ -66,13 +67,14 @@ class Step:
     registered_now: bool = False
 
 
-def model_id_of(client: MlflowClient, run_id: str, language: str) -> str:
-    """The id of the logged model `<language>_model` of a run, from its model-URI tag."""
-    uri = client.get_run(run_id).data.tags.get(rec.model_uri_tag(language), "")
+def model_id_of(client: MlflowClient, run_id: str, scope: str) -> str:
+    """The id of a run's logged model of a `<task>/<language>` scope, from its model-URI tag."""
+    tag = rec.model_uri_tag(*rec.split_scope(scope))
+    uri = client.get_run(run_id).data.tags.get(tag, "")
     if not uri.startswith("models:/"):
         raise UsageError(
-            f"run {run_id} has no logged {language} model (no models:/ URI in its "
-            f"{rec.model_uri_tag(language)} tag): it cannot be promoted; rerun it"
+            f"run {run_id} has no logged {scope} model (no models:/ URI in its {tag} tag): it "
+            "cannot be promoted; rerun it"
         )
     return uri.removeprefix("models:/").split("/")[0]
 

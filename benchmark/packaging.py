@@ -36,7 +36,7 @@ from core import record as rec  # the run record's names
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
-CODE_PACKAGES = ("core", "benchmark", "methods", "metrics")
+CODE_PACKAGES = ("core", "benchmark", "methods", "metrics", "tasks")
 # Not copied with the code: the demo's weights and tokenizer (4.5 MB) are already in a bundle
 # that needs them (a non-hub base is bundled), and compiled files are rebuilt where it loads.
 CODE_LEFT_OUT = {ROOT / "benchmark" / "assets"}
@@ -91,10 +91,11 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def signature(config: RunConfig) -> ModelSignature:
+def signature(config: RunConfig, serves: str = "code") -> ModelSignature:
+    """A prompt column in, the task's output column (`serves`: code, docstring, ...) out."""
     return ModelSignature(
         inputs=Schema([ColSpec("string", "prompt")]),
-        outputs=Schema([ColSpec("string", "code")]),
+        outputs=Schema([ColSpec("string", serves)]),
         params=ParamSchema(
             [
                 ParamSpec("max_new_tokens", "long", config.eval.max_new_tokens),
@@ -117,8 +118,11 @@ def write_bundle(
     base_source: str,
     target: Path,
     bundle_base: bool = False,
+    task: dict[str, Any] | None = None,
 ) -> Path:
-    """Write everything a fresh process needs to rebuild the trained model into `target`."""
+    """Write everything a fresh process needs to rebuild the trained model into `target`;
+    `task`: what the served model does (`name`, `prompt` template, the column it `serves`, and
+    its input's `max_source_length`), generation's docstring -> code without one."""
     target.mkdir(parents=True, exist_ok=True)
     method.save_trained(model, target / "trained.safetensors")
     tokenizer.save_pretrained(target / "tokenizer")
@@ -137,7 +141,8 @@ def write_bundle(
             "revision": base_revision,
             "bundled": bundled,
         },
-        "max_source_length": config.data.max_source_length,
+        "max_source_length": (task or {}).get("max_source_length", config.data.max_source_length),
+        "task": {k: v for k, v in (task or {}).items() if k != "max_source_length"},
         "batch_size": config.eval.batch_size,
         "max_rows": MAX_ROWS,
         "generation": {
@@ -306,7 +311,12 @@ def _left_out(folder: str, names: list[str]) -> list[str]:
 
 
 def log_pyfunc(
-    bundle: Path, name: str, config: RunConfig, example_prompt: str, register_as: str = ""
+    bundle: Path,
+    name: str,
+    config: RunConfig,
+    example_prompt: str,
+    register_as: str = "",
+    serves: str = "code",
 ) -> str:
     """Log the bundle as a pyfunc model on the active run; returns its model URI. With
     `register_as`, registered under that name, with alias `latest-<preset>` on the version."""
@@ -320,7 +330,7 @@ def log_pyfunc(
             python_model=str(MODEL_CODE),
             artifacts={"bundle": str(bundle)},
             code_paths=code_paths,
-            signature=signature(config),
+            signature=signature(config, serves),
             input_example=pd.DataFrame({"prompt": [example_prompt]}),
             pip_requirements=pip_requirements(),
             registered_model_name=register_as or None,

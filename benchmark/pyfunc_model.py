@@ -30,7 +30,8 @@ def _bad_request(message: str) -> MlflowException:
 
 
 class AdaptedCodeModel(PythonModel):
-    """Generates a function from its docstring with a base model adapted by a benchmark method."""
+    """Generates what its task serves (generation: a function from its docstring) with a base
+    model adapted by a benchmark method."""
 
     def load_context(self, context: Any) -> None:
         from benchmark.packaging import load_bundle
@@ -43,7 +44,9 @@ class AdaptedCodeModel(PythonModel):
     ) -> pd.DataFrame:
         from benchmark.evaluation import generate
 
-        prompts = self._prompts(model_input)
+        task = self.meta.get("task") or {}  # bundles written before tasks: docstring -> code
+        template = task.get("prompt", "{input}")
+        prompts = [template.format(input=p) for p in self._prompts(model_input)]
         settings = self._generation_settings(params or {})
         sampling = {}
         if settings["do_sample"]:
@@ -64,7 +67,7 @@ class AdaptedCodeModel(PythonModel):
             **sampling,
             length_penalty=settings["length_penalty"],
         )
-        return pd.DataFrame({"code": codes})
+        return pd.DataFrame({task.get("serves", "code"): codes})
 
     def _prompts(self, model_input: Any) -> list[str]:
         if isinstance(model_input, pd.DataFrame):

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import torch
 from accelerate.utils import set_seed
 from mlflow.tracking import MlflowClient
 
 import methods
+import tasks as task_registry
 from benchmark import console, continual, distributed, launchers, packaging, tracking
 from benchmark.checkpoint import load_trainable
-from benchmark.config import RunConfig, UsageError
-from benchmark.data import TaskData, load_tasks
+from benchmark.config import DataConfig, RunConfig, UsageError
+from benchmark.data import LanguageData, load_languages
 from benchmark.evaluation import EvalResult, evaluate, examples_table, generate
 from benchmark.inference import check_deployment
 from benchmark.models import BaseModelInfo, load_base
@@ -76,7 +78,7 @@ def run(
             nested=True,
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
             "the models under Logged models, the evaluated examples in Artifacts: "
-            + ", ".join(f"eval/{lang}_examples.json" for lang in config.languages),
+            + _tables_text(config),
             log_system_metrics=True,
         )
     elif os.environ.get(launchers.PARENT_ENV) and active is None:
@@ -97,7 +99,7 @@ def run(
             run_name=name,
             description=f"{config.method}, preset {config.preset}, seed {config.train.seed}: "
             "the models under Logged models, the evaluated examples in Artifacts: "
-            + ", ".join(f"eval/{lang}_examples.json" for lang in config.languages),
+            + _tables_text(config),
             log_system_metrics=True,
         )
     start = time.perf_counter()
@@ -128,14 +130,54 @@ def _execute(
     config: RunConfig, method: methods.Method, register_as: str, progress: Progress, name: str = ""
 ) -> None:
     # Inside the run: a data error leaves a failed run that says what went wrong.
-    tasks = load_tasks(config.languages, config.data)
+    data = load_languages(config.languages, config.data)
+    plan = task_plan(config)
+    for task in task_registry.resolve(config.tasks):
+        skipped = [lang for lang in config.languages if lang not in plan.get(task.name, [])]
+        if skipped:
+            log.info(
+                "%s covers %s: skipped on %s",
+                task.name,
+                ", ".join(task.languages),
+                ", ".join(skipped),
+            )
     # A resumed run logged its header before it was killed, unless it was killed before that.
     if distributed.is_main() and not (progress.resumed and _has_header()):
-        _log_run_header(config, method, tasks, name)
+        _log_run_header(config, method, data, name)
     if config.protocol == "sequential":
-        _run_sequential(config, method, tasks, register_as, progress)
+        _run_sequential(config, method, data, register_as, progress)
     else:
-        _run_fresh(config, method, tasks, register_as, progress)
+        _run_fresh(config, method, data, register_as, progress)
+
+
+def task_plan(config: RunConfig) -> dict[str, list[str]]:
+    """Each chosen task -> the run's languages it covers, in training order (an evaluation-only
+    task: those its model's task trains on). Logged as `run.tasks`."""
+    chosen = task_registry.resolve(config.tasks)
+    plan = {t.name: [lang for lang in config.languages if t.covers(lang)] for t in chosen}
+    for task in chosen:
+        if not task.trains:
+            plan[task.name] = [lang for lang in plan[task.name] if lang in plan[task.model_of]]
+    return {name: languages for name, languages in plan.items() if languages}
+
+
+def _training_tasks(config: RunConfig) -> list[task_registry.Task]:
+    return [t for t in task_registry.resolve(config.tasks) if t.trains]
+
+
+def _scored_with(config: RunConfig, task: task_registry.Task, language: str) -> list:
+    """The evaluation-only tasks that score `task`'s model of `language`."""
+    plan = task_plan(config)
+    return [
+        t
+        for t in task_registry.resolve(config.tasks)
+        if not t.trains and t.model_of == task.name and language in plan.get(t.name, [])
+    ]
+
+
+def _tables_text(config: RunConfig) -> str:
+    plan = task_plan(config)
+    return ", ".join(rec.examples_table(t, lang) for t, langs in plan.items() for lang in langs)
 
 
 def _has_header() -> bool:
@@ -146,72 +188,80 @@ def _has_header() -> bool:
 def _run_fresh(
     config: RunConfig,
     method: methods.Method,
-    tasks: dict[str, TaskData],
+    data: dict[str, LanguageData],
     register_as: str,
     progress: Progress,
 ) -> None:
-    """A new base model per language (the research notes' protocol: no continual learning)."""
-    steps_done = 0  # the run-wide `train/loss` curve continues across languages
-    for language in config.languages:
-        done = progress.done(language)
-        if done is not None:  # resumed: this language was finished before the interruption
-            steps_done += done["steps"]
-            continue
-        adapted = _adapt(config, method)
-        steps = _train_task(config, adapted, tasks[language], steps_done, progress)
-        result = _evaluate_task(
-            config, adapted, tasks[language], f"{language}/", f"eval/{language}"
-        )
-        _log_model(config, method, adapted, tasks[language], register_as)
-        progress.mark_done(language, steps, result)
-        steps_done += steps
+    """A new base model per training task and language (the research notes' protocol: no
+    continual learning); the evaluation-only tasks score the model they name."""
+    steps_done = 0  # the run-wide `train/loss` curve continues across tasks and languages
+    plan = task_plan(config)
+    for task in _training_tasks(config):
+        for language in plan[task.name]:
+            scope = rec.scope(task.name, language)
+            done = progress.done(scope)
+            if done is not None:  # resumed: finished before the interruption
+                steps_done += done["steps"]
+                continue
+            adapted = _adapt(config, method)
+            steps = _train_task(config, adapted, task, data[language], steps_done, progress)
+            result = _evaluate_task(config, adapted, task, data[language])
+            for scorer in _scored_with(config, task, language):
+                _score_task(config, adapted, scorer, language)
+            _log_model(config, method, adapted, task, data[language], register_as)
+            progress.mark_done(scope, steps, result)
+            steps_done += steps
 
 
 def _run_sequential(
     config: RunConfig,
     method: methods.Method,
-    tasks: dict[str, TaskData],
+    data: dict[str, LanguageData],
     register_as: str,
     progress: Progress,
 ) -> None:
-    """One adapted model trained on each language in turn; forgetting measured at the end.
+    """Per training task, one adapted model trained on each language in turn; forgetting
+    measured at the end.
 
-    `<lang>/<metric>` is the score right after training on that language (its model is logged
-    as `<lang>_model`), `final/<lang>/<metric>` the score of the last model, and
-    `forgetting/<lang>/<metric>` the drop between the two (positive = forgotten).
+    `<task>/<lang>/<metric>` is the score right after training on that language (its model is
+    logged as `<task>_<lang>_model`), `final/<task>/<lang>/<metric>` the score of the last
+    model, and `forgetting/<task>/<lang>/<metric>` the drop between the two (positive =
+    forgotten).
     """
-    adapted = _adapt(config, method)
     steps_done = 0
-    after_own: dict[str, EvalResult] = {}
-    last_done = ""
-    for language in config.languages:
-        done = progress.done(language)
-        if done is not None:  # resumed: finished before the interruption
-            steps_done += done["steps"]
-            after_own[language] = _recorded(language, done["scores"])
-            last_done = language
-            continue
-        if last_done:  # continue from the weights the finished languages left
+    plan = task_plan(config)
+    for task in _training_tasks(config):
+        languages = plan[task.name]
+        adapted = _adapt(config, method)
+        after_own: dict[str, EvalResult] = {}
+        last_done = ""
+        for language in languages:
+            scope = rec.scope(task.name, language)
+            done = progress.done(scope)
+            if done is not None:  # resumed: finished before the interruption
+                steps_done += done["steps"]
+                after_own[language] = _recorded(language, done["scores"])
+                last_done = scope
+                continue
+            if last_done:  # continue from the weights the finished languages left
+                _load_weights(adapted, progress, last_done)
+                last_done = ""
+            steps = _train_task(config, adapted, task, data[language], steps_done, progress)
+            steps_done += steps
+            after_own[language] = _evaluate_task(config, adapted, task, data[language])
+            for scorer in _scored_with(config, task, language):
+                _score_task(config, adapted, scorer, language)
+            _log_model(config, method, adapted, task, data[language], register_as)
+            progress.mark_done(scope, steps, after_own[language])
+        if last_done:  # every language was finished: the final model is the last one's
             _load_weights(adapted, progress, last_done)
-            last_done = ""
-        steps = _train_task(config, adapted, tasks[language], steps_done, progress)
-        steps_done += steps
-        after_own[language] = _evaluate_task(
-            config, adapted, tasks[language], f"{language}/", f"eval/{language}"
-        )
-        _log_model(config, method, adapted, tasks[language], register_as)
-        progress.mark_done(language, steps, after_own[language])
-    if last_done:  # every language was finished: the final model is the last one's
-        _load_weights(adapted, progress, last_done)
-    final = {config.languages[-1]: after_own[config.languages[-1]]}
-    for language in config.languages[:-1]:
-        final[language] = _evaluate_task(
-            config, adapted, tasks[language], f"final/{language}/", f"eval/final_{language}"
-        )
-    if distributed.is_main():
-        values = continual.forgetting(after_own, final, config.languages)
-        values.update(continual.forward_transfer(after_own, config))
-        mlflow.log_metrics(values)
+        final = {languages[-1]: after_own[languages[-1]]}
+        for language in languages[:-1]:
+            final[language] = _evaluate_task(config, adapted, task, data[language], final=True)
+        if distributed.is_main():
+            values = continual.forgetting(task.name, after_own, final, languages)
+            values.update(continual.forward_transfer(task.name, after_own, config))
+            mlflow.log_metrics(values)
 
 
 def _recorded(language: str, scores: dict[str, float]) -> EvalResult:
@@ -219,14 +269,14 @@ def _recorded(language: str, scores: dict[str, float]) -> EvalResult:
     return EvalResult(language, [], {k: MetricResult(v, []) for k, v in scores.items()}, {}, 0.0)
 
 
-def _load_weights(adapted: Adapted, progress: Progress, language: str) -> None:
-    path = progress.latest_weights(language)
+def _load_weights(adapted: Adapted, progress: Progress, scope: str) -> None:
+    path = progress.latest_weights(scope)
     if path is None:
         raise RuntimeError(
-            f"{language} is marked finished but has no complete checkpoint to continue from"
+            f"{scope} is marked finished but has no complete checkpoint to continue from"
         )
     load_trainable(adapted.model, path)
-    log.info("continuing from %s's trained weights in %s", language, path)
+    log.info("continuing from %s's trained weights in %s", scope, path)
 
 
 def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
@@ -249,42 +299,51 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
 
 
 def _train_task(
-    config: RunConfig, adapted: Adapted, task: TaskData, step_offset: int, progress: Progress
+    config: RunConfig,
+    adapted: Adapted,
+    task: task_registry.Task,
+    examples: LanguageData,
+    step_offset: int,
+    progress: Progress,
 ) -> int:
-    """Train on one language; logs the curves and costs under `<lang>/`; returns the steps."""
-    lang, data, tokenizer = task.language, config.data, adapted.tokenizer
+    """Train on one task and language; logs the curves and costs under `<task>/<lang>/`;
+    returns the steps."""
+    lang, data, tokenizer = examples.language, config.data, adapted.tokenizer
+    scope = rec.scope(task.name, lang)
     if adapted.trainable == 0:  # `none`: the base as it is
-        log.info("%s: the method trains no parameter; training skipped", lang)
+        log.info("%s: the method trains no parameter; training skipped", scope)
         return 0
     set_seed(config.train.seed)
-    lengths = (data.max_source_length, data.max_target_length, data.eos_after_cut)
-    train_examples = task.train
+    (_, source_limit), (target_setting, target_limit) = _token_limits(task, data)
+    lengths = (source_limit, target_limit, data.eos_after_cut)
+    train_examples = examples.train
     if data.skip_long_targets:
-        train_examples = fitting(task.train, tokenizer, data.max_target_length)
+        train_examples = fitting(examples.train, tokenizer, target_limit, task)
         log.info(
             "%s: %d of %d training pairs fit in %d target tokens; the rest are left out "
             "(data.skip_long_targets)",
-            lang,
+            scope,
             len(train_examples),
-            len(task.train),
-            data.max_target_length,
+            len(examples.train),
+            target_limit,
         )
         if not train_examples:
             raise UsageError(
-                f"no {lang} training pair fits in data.max_target_length="
-                f"{data.max_target_length} tokens: raise it, or set data.skip_long_targets=false"
+                f"no {scope} training pair fits in {target_setting}={target_limit} tokens: "
+                "raise it, or set data.skip_long_targets=false"
             )
-    train_features = encode(train_examples, tokenizer, *lengths)
-    val_features = encode(task.validation, tokenizer, *lengths)
+    train_features = encode(train_examples, tokenizer, *lengths, task=task)
+    val_features = encode(examples.validation, tokenizer, *lengths, task=task)
     main = distributed.is_main()
     skip = {}
     if main and progress.resumed:
         keys = ["train/loss"] + [
-            f"{lang}/{k}"
+            rec.metric(task.name, lang, k)
             for k in ("train/loss", "train/grad_norm", "train/lr", "train/skipped_steps")
         ]
         skip = tracking.logged_through(
-            mlflow.active_run().info.run_id, keys + [f"{lang}/val/loss", f"{lang}/epoch"]
+            mlflow.active_run().info.run_id,
+            keys + [rec.metric(task.name, lang, "val/loss"), rec.metric(task.name, lang, "epoch")],
         )
         # the run-wide curve's steps are offset by the languages before
     buffer = tracking.MetricBuffer(skip_through=skip)
@@ -292,7 +351,7 @@ def _train_task(
     def log_step(values: dict[str, float], step: int) -> None:
         if not main:
             return
-        buffer.log(values, step, prefix=f"{lang}/")
+        buffer.log(values, step, prefix=rec.metric(task.name, lang, ""))
         if "train/loss" in values:  # the run-wide curve, for the UI's default chart
             buffer.log({"train/loss": values["train/loss"]}, step_offset + step)
 
@@ -307,8 +366,8 @@ def _train_task(
             config.train,
             accelerator,
             log=log_step,
-            desc=f"{lang} train",
-            checkpointer=progress.checkpointer(lang, config, accelerator),
+            desc=f"{scope} train",
+            checkpointer=progress.checkpointer(scope, config, accelerator),
             before_checkpoint=buffer.flush if main else None,
         )
     if main:
@@ -317,7 +376,7 @@ def _train_task(
         per_process = config.train.batch_size / world
         tracking.log_params(
             {
-                f"data.{lang}.trained_examples": len(train_examples),
+                rec.trained_examples_param(task.name, lang): len(train_examples),
                 "train.memory_kind": result.memory_kind,
                 "train.num_processes": world,
                 "train.per_process_batch_size": (
@@ -326,9 +385,23 @@ def _train_task(
                 "train.global_batch_size": config.train.batch_size * config.train.grad_accum_steps,
             }
         )
-        mlflow.log_metrics({f"{lang}/{k}": v for k, v in result.as_metrics().items()})
-        mlflow.log_metrics({f"{lang}/{k}": v for k, v in load.as_metrics().items()})
+        costs = {**result.as_metrics(), **load.as_metrics()}
+        mlflow.log_metrics({rec.metric(task.name, lang, k): v for k, v in costs.items()})
     return result.steps
+
+
+def _token_limits(task: task_registry.Task, data: DataConfig) -> tuple[tuple[str, int], ...]:
+    """(setting, tokens kept) of the task's input, then of its target: a docstring keeps
+    `data.max_source_length` tokens and code `data.max_target_length`, on either side (code is
+    summarisation's input); any other field takes its side's setting."""
+    by_field = {
+        "docstring": ("data.max_source_length", data.max_source_length),
+        "code": ("data.max_target_length", data.max_target_length),
+    }
+    return (
+        by_field.get(task.input_field, by_field["docstring"]),
+        by_field.get(task.target_field, by_field["code"]),
+    )
 
 
 class MachineLoad:
@@ -371,76 +444,99 @@ class MachineLoad:
 
 
 def _evaluate_task(
-    config: RunConfig, adapted: Adapted, task: TaskData, prefix: str, table: str
+    config: RunConfig,
+    adapted: Adapted,
+    task: task_registry.Task,
+    examples: LanguageData,
+    final: bool = False,
 ) -> EvalResult:
-    """Generate and score the language's evaluation examples; log under `prefix`.
+    """Generate and score a task's evaluation examples of one language; log under
+    `<task>/<lang>/` (`final/<task>/<lang>/` with `final`: the sequential protocol's last model).
 
     Every process generates its share; the main process scores and logs."""
+    lang = examples.language
     result = evaluate(
         adapted.model,
         adapted.tokenizer,
-        task.evaluation,
-        task.language,
+        examples.evaluation,
+        lang,
         config.eval,
-        config.data.max_source_length,
+        _token_limits(task, config.data)[0][1],
+        task=task,
     )
-    if config.eval.humaneval and task.language == "python" and not prefix.startswith("final/"):
-        _humaneval(config, adapted, prefix)  # every process generates its share
     if not distributed.is_main():
         return result
-    tracking.log_table(examples_table(task.evaluation, result), f"{table}_examples.json")
+    key = rec.final_metric if final else rec.metric
+    table = examples_table(examples.evaluation, result, task)
+    tracking.log_table(table, rec.examples_table(task.name, lang, "final_" if final else ""))
     tracking.log_params({rec.signature_param(name): sig for name, sig in result.signatures.items()})
-    mlflow.log_metrics({f"{prefix}{k}": v for k, v in result.as_metrics().items()})
+    mlflow.log_metrics({key(task.name, lang, k): v for k, v in result.as_metrics().items()})
     # The scores are printed as a table at the end of the run (the CLI's), not one dict each.
     log.info(
         "%s: evaluated %d examples in %s",
-        prefix.rstrip("/"),
-        len(task.evaluation),
+        ("final/" if final else "") + rec.scope(task.name, lang),
+        len(examples.evaluation),
         console.duration(result.generation_time_s),
     )
-    if not prefix.startswith("final/"):  # the merged model checked, the inference cost
-        scope = prefix.rstrip("/")
-        check_deployment(config, adapted.model, adapted.tokenizer, task.evaluation, result, scope)
+    if not final:  # the merged model checked, the inference cost
+        scope = rec.scope(task.name, lang)
+        check_deployment(
+            config, adapted.model, adapted.tokenizer, examples.evaluation, result, scope, task
+        )
     return result
 
 
-def _humaneval(config: RunConfig, adapted: Adapted, prefix: str) -> None:
-    """HumanEval pass@k of the trained model (docstring -> whole function, sampled)."""
-    from metrics.humaneval import evaluate_humaneval, signature
-
-    samples, temperature = config.eval.humaneval_samples, config.eval.humaneval_temperature
+def _score_task(
+    config: RunConfig, adapted: Adapted, task: task_registry.Task, language: str
+) -> None:
+    """An evaluation-only task on the trained model (its own problems, sampled with
+    `eval.temperature` when `eval.samples` > 1); logged under `<task>/<lang>/`."""
+    samples, temperature = config.eval.samples, config.eval.temperature
 
     def generate_samples(prompts: list[str], n: int) -> list[list[str]]:
         repeated = [p for p in prompts for _ in range(n)]
-        codes = generate(
+        outputs = generate(
             adapted.model,
             adapted.tokenizer,
             repeated,
             config.data.max_source_length,
             max_new_tokens=config.eval.max_new_tokens,
             batch_size=config.eval.batch_size,
-            desc="humaneval",
+            desc=rec.scope(task.name, language),
             shard=True,
             do_sample=n > 1,
             temperature=temperature,
             top_p=0.95,
         )
-        return [codes[i * n : (i + 1) * n] for i in range(len(prompts))]
+        return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    results = evaluate_humaneval(
-        generate_samples, num_samples=samples, ks=(1, 10), limit=config.eval.humaneval_limit or None
-    )
+    start = time.perf_counter()
+    scored = task.evaluate(generate_samples, samples, config.eval.problem_limit)
     if not distributed.is_main():
         return
-    tracking.log_params({rec.signature_param("humaneval"): signature(samples, "function", 5.0)})
-    mlflow.log_metrics({f"{prefix}humaneval/{k}": v for k, v in results.items()})
+    values = {**scored.metrics, "generation_time_s": time.perf_counter() - start}
+    tracking.log_params({rec.signature_param(task.name): scored.signature})
+    mlflow.log_metrics({rec.metric(task.name, language, k): v for k, v in values.items()})
+    if scored.rows:
+        tracking.log_table(pd.DataFrame(scored.rows), rec.examples_table(task.name, language))
+    log.info(
+        "%s: scored %d problems in %s",
+        rec.scope(task.name, language),
+        len(scored.rows),
+        console.duration(values["generation_time_s"]),
+    )
 
 
 def _log_model(
-    config: RunConfig, method: methods.Method, adapted: Adapted, task: TaskData, register_as: str
+    config: RunConfig,
+    method: methods.Method,
+    adapted: Adapted,
+    task: task_registry.Task,
+    examples: LanguageData,
+    register_as: str,
 ) -> str:
-    """Log the model as trained so far as the pyfunc model `<lang>_model`; its URI."""
-    lang = task.language
+    """Log the model as trained so far as the pyfunc model `<task>_<lang>_model`; its URI."""
+    lang = examples.language
     if not distributed.is_main():
         return ""
     with tempfile.TemporaryDirectory() as tmp:
@@ -453,21 +549,38 @@ def _log_model(
             adapted.info.source,
             Path(tmp) / "bundle",
             bundle_base=config.bundle_base,
+            task={
+                "name": task.name,
+                "prompt": task.prompt,
+                "serves": task.serves,
+                "max_source_length": _token_limits(task, config.data)[0][1],
+            },
         )
         weights_bytes = (bundle / "trained.safetensors").stat().st_size
-        register_name = f"{register_as}-{lang}" if register_as else ""
+        scope = rec.scope(task.name, lang)
+        register_name = rec.registered_name(register_as, scope) if register_as else ""
         model_uri = packaging.log_pyfunc(
-            bundle, f"{lang}_model", config, task.evaluation[0].docstring, register_name
+            bundle,
+            rec.model_name(task.name, lang),
+            config,
+            getattr(examples.evaluation[0], task.input_field),
+            register_name,
+            serves=task.serves,
         )
-    mlflow.set_tag(rec.model_uri_tag(lang), model_uri)
+    mlflow.set_tag(rec.model_uri_tag(task.name, lang), model_uri)
     # The Models tab lists and ranks each model by its scores, on the dataset they were scored on.
-    tracking.link_scores(model_uri, rec.metric(lang, ""), rec.dataset_name(lang, "evaluation"))
-    mlflow.log_metric(f"{lang}/trained_weights_bytes", weights_bytes)
+    tracking.link_scores(
+        model_uri, rec.metric(task.name, lang, ""), rec.dataset_name(lang, "evaluation")
+    )
+    mlflow.log_metric(rec.metric(task.name, lang, "trained_weights_bytes"), weights_bytes)
     return model_uri
 
 
 def _log_run_header(
-    config: RunConfig, method: methods.Method, tasks: dict[str, TaskData], name: str = ""
+    config: RunConfig,
+    method: methods.Method,
+    tasks: dict[str, LanguageData],
+    name: str = "",
 ) -> None:
     mlflow.set_tags(
         {
@@ -482,6 +595,7 @@ def _log_run_header(
     params[rec.METHOD_NAME] = method.name
     params.update({f"method.{k}": v for k, v in method.config_dict().items()})
     params.update({f"version.{k}": v for k, v in tracking.package_versions().items()})
+    params[rec.TASKS] = rec.tasks_param(task_plan(config))
     for language, task in tasks.items():
         params[rec.source_param(language)] = task.source
         params[rec.fingerprint_param(language)] = task.fingerprint()

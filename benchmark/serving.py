@@ -317,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmark.serving",
         description="Serve a logged model over HTTP like `mlflow models serve --env-manager "
         "local` (same /invocations, /ping), answering 400 to params the model does not take.",
-        epilog="Example: python -m benchmark.serving -m runs:/<run_id>/python_model -p 5001",
+        epilog="Example: python -m benchmark.serving -m runs:/<run_id>/generation_python_model "
+        "-p 5001",
     )
     parser.add_argument("-m", "--model-uri", required=True, help="an MLflow model URI")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")

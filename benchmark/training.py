@@ -10,6 +10,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
@@ -19,7 +20,10 @@ from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmu
 from benchmark import console, distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
-from benchmark.data import Example
+from benchmark.data import Example, pairs
+
+if TYPE_CHECKING:
+    from tasks import Task
 
 logger = logging.getLogger("adaptbench")
 
@@ -46,8 +50,10 @@ def encode(
     max_source: int,
     max_target: int,
     eos_after_cut: bool = False,
+    task: Task | None = None,
 ) -> list[Feature]:
-    """Tokenise docstrings (inputs) and code (labels), truncated to the configured lengths.
+    """Tokenise the task's inputs and targets (labels), truncated to the configured lengths;
+    without a task, docstrings and code.
 
     A code longer than `max_target` is cut to its first `max_target` tokens with no end token
     after them (unless `eos_after_cut`): ending a cut function with one would teach the model to
@@ -56,19 +62,24 @@ def encode(
     """
     if not examples:  # the tokenizer refuses an empty batch
         return []
-    sources = tokenizer([ex.docstring for ex in examples], max_length=max_source, truncation=True)
-    labels = target_ids(tokenizer, [ex.code for ex in examples], max_target, eos_after_cut)
+    inputs, targets = pairs(examples, task)
+    sources = tokenizer(inputs, max_length=max_source, truncation=True)
+    labels = target_ids(tokenizer, targets, max_target, eos_after_cut)
     return [Feature(s, t) for s, t in zip(sources["input_ids"], labels)]
 
 
 def fitting(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_target: int
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_target: int,
+    task: Task | None = None,
 ) -> list[Example]:
-    """The examples whose code fits in `max_target` tokens, its end token included (in order):
+    """The examples whose target fits in `max_target` tokens, its end token included (in order):
     those whose target, cut by the one rule of `target_ids`, still ends with the end token."""
     if not examples:
         return []
-    labels = target_ids(tokenizer, [ex.code for ex in examples], max_target, eos_after_cut=False)
+    targets = pairs(examples, task)[1]
+    labels = target_ids(tokenizer, targets, max_target, eos_after_cut=False)
     return [ex for ex, x in zip(examples, labels) if x[-1] == tokenizer.eos_token_id]
 
 

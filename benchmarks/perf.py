@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import methods  # noqa: E402
 from benchmark.config import DataConfig, TrainConfig  # noqa: E402
-from benchmark.data import load_tasks  # noqa: E402
+from benchmark.data import load_languages  # noqa: E402
 from benchmark.evaluation import generate  # noqa: E402
 from benchmark.models import DEMO_TOKENIZER  # noqa: E402
 from benchmark.training import (  # noqa: E402
@@ -88,7 +88,7 @@ def base_model(device: torch.device):
 
 def features(tokenizer, count: int):
     config = DataConfig(source="sample", train_size=count, val_size=0, eval_size=1)
-    task = load_tasks(["python"], config)["python"]
+    task = load_languages(["python"], config)["python"]
     return encode(task.train, tokenizer, 64, 128), task
 
 

@@ -25,14 +25,26 @@ RESUMES = "resumes"  # how often `--resume` continued the run
 COMPARED_RUNS = "compared_runs"  # a comparison run's inputs, comma-separated ids
 
 
-def model_uri_tag(language: str) -> str:
-    """The tag holding the logged model's URI for `language`."""
-    return f"{language}.model_uri"
+def model_uri_tag(task: str, language: str) -> str:
+    """The tag holding the URI of the model a task trained on `language`."""
+    return f"{task}.{language}.model_uri"
+
+
+def model_name(task: str, language: str) -> str:
+    """The logged model's name (`runs:/<run id>/<name>`) of a task's model of `language`."""
+    return f"{task}_{language}_model"
+
+
+def examples_table(task: str, language: str, prefix: str = "") -> str:
+    """The artifact holding a task's evaluated examples of `language` (`prefix`: `final_` for
+    the sequential protocol's last model)."""
+    return f"eval/{task}/{prefix}{language}_examples.json"
 
 
 # ---------------------------------------------------------------- params
 
 LANGUAGES = "run.languages"  # a JSON list, in training order
+TASKS = "run.tasks"  # a JSON object: each task the run evaluated -> its languages, in order
 SEED = "train.seed"
 METHOD_NAME = "method.name"
 TRAINABLE_PARAMS = "trainable_params"
@@ -65,6 +77,11 @@ def source_param(language: str) -> str:
     return f"data.{language}.source"
 
 
+def trained_examples_param(task: str, language: str) -> str:
+    """The training pairs a task trained on for `language` (after `data.skip_long_targets`)."""
+    return f"{task}.{language}.trained_examples"
+
+
 def train_examples_param(language: str) -> str:
     """The training examples selected for a language (fewer than data.train_size when the
     split holds fewer)."""
@@ -78,36 +95,52 @@ LOAD_AVERAGE = "train/load_avg"  # under the language: the machine's load while 
 CPU_COUNT = "train/cpu_count"
 
 
-def metric(language: str, name: str) -> str:
-    """A language's metric (`python/bleu`, `python/train/load_avg`)."""
-    return f"{language}/{name}"
+def metric(task: str, language: str, name: str) -> str:
+    """A task's metric on a language (`generation/python/bleu`, `.../train/load_avg`)."""
+    return f"{task}/{language}/{name}"
 
 
-def final_metric(language: str, name: str) -> str:
+def scope(task: str, language: str) -> str:
+    """`<task>/<language>`: what the report's sections, the checkpoints and the console group by."""
+    return f"{task}/{language}"
+
+
+def split_scope(text: str) -> tuple[str, str]:
+    """(task, language) of a `scope`."""
+    task, _, language = text.partition("/")
+    return task, language
+
+
+def final_metric(task: str, language: str, name: str) -> str:
     """Sequential protocol: the last model's score on an earlier language."""
-    return f"final/{language}/{name}"
+    return f"final/{task}/{language}/{name}"
 
 
-def forgetting_metric(language: str, name: str) -> str:
+def forgetting_metric(task: str, language: str, name: str) -> str:
     """Sequential protocol: the drop from a language's own model to the last (positive: lost)."""
-    return f"forgetting/{language}/{name}"
+    return f"forgetting/{task}/{language}/{name}"
 
 
-def backward_transfer_metric(name: str) -> str:
+def forward_transfer_metric(task: str, language: str, name: str) -> str:
+    """Sequential protocol: the score after a language's training minus a fresh run's."""
+    return f"fwt/{task}/{language}/{name}"
+
+
+def backward_transfer_metric(task: str, name: str) -> str:
     """Sequential protocol: minus the mean forgetting of a metric over the earlier languages."""
-    return f"bwt/{name}"
+    return f"bwt/{task}/{name}"
 
 
-def split_forgetting(key: str) -> tuple[str, str] | None:
-    """(language, metric) of a `forgetting_metric` key, else None."""
-    head, _, rest = key.partition("/")
-    language, _, name = rest.partition("/")
-    return (language, name) if head == "forgetting" and language and name else None
+def split_forgetting(key: str) -> tuple[str, str, str] | None:
+    """(task, language, metric) of a `forgetting_metric` key, else None."""
+    head, task, language, name = ([*key.split("/", 3)] + ["", "", ""])[:4]
+    return (task, language, name) if head == "forgetting" and task and language and name else None
 
 
-def split_backward_transfer(key: str) -> str | None:
-    """The metric of a `backward_transfer_metric` key, else None."""
-    return key[len("bwt/") :] if key.startswith("bwt/") else None
+def split_backward_transfer(key: str) -> tuple[str, str] | None:
+    """(task, metric) of a `backward_transfer_metric` key, else None."""
+    head, task, name = ([*key.split("/", 2)] + ["", ""])[:3]
+    return (task, name) if head == "bwt" and task and name else None
 
 
 # ---------------------------------------------------------------- readers
@@ -130,6 +163,27 @@ def languages(params: Mapping[str, str]) -> list[str]:
 def languages_param(names: list[str]) -> str:
     """The `run.languages` value as the runner logs it (a JSON list)."""
     return json.dumps(list(names))
+
+
+def tasks(params: Mapping[str, str]) -> dict[str, list[str]]:
+    """Each task the run evaluated -> its languages ({} when unreadable)."""
+    try:
+        found = json.loads(params.get(TASKS, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): [str(lang) for lang in v] for k, v in found.items() if isinstance(v, list)}
+
+
+def tasks_param(by_task: Mapping[str, list[str]]) -> str:
+    """The `run.tasks` value as the runner logs it (a JSON object)."""
+    return json.dumps({task: list(languages) for task, languages in by_task.items()})
+
+
+def scopes(params: Mapping[str, str]) -> list[str]:
+    """Every `<task>/<language>` the run evaluated, tasks in order, languages in training order."""
+    return [scope(task, lang) for task, langs in tasks(params).items() for lang in langs]
 
 
 # ---------------------------------------------------------------- deployment (benchmark.inference)
@@ -188,9 +242,10 @@ def dataset_name(language: str, context: str) -> str:
     return f"{language}-{context}"
 
 
-def registered_name(name: str, language: str) -> str:
-    """The Model Registry name `--register-as NAME` gives a language's model."""
-    return f"{name}-{language}"
+def registered_name(name: str, scope: str) -> str:
+    """The Model Registry name `--register-as NAME` gives a task's model of a language (a
+    `<task>/<language>` scope): `NAME-<task>-<language>`."""
+    return f"{name}-{scope.replace('/', '-')}"
 
 
 def latest_alias(preset: str) -> str:

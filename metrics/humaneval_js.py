@@ -78,8 +78,10 @@ def evaluate_humaneval_js(
     limit: int | None = None,
     timeout_s: float = 5.0,
     workers: int = 2,
+    per_problem: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """pass@k (as `pass_at_<k>`) for each k <= num_samples, and the share of programs passed."""
+    """pass@k (as `pass_at_<k>`) for each k <= num_samples, and the share of programs passed;
+    `per_problem`, when given, gets one row per problem (its task id, samples passed, pass@k)."""
     problems = load_problems(limit)
     prompts = [p["prompt"] if mode == "completion" else docstring_of(p) for p in problems]
     completions = generate(prompts, num_samples)
@@ -89,7 +91,13 @@ def evaluate_humaneval_js(
         for problem, samples in zip(problems, completions)
     ]
     limits = Limits(timeout_s=timeout_s)
-    return score_programs(programs, ks, limits, runner=node_runner(), workers=workers)
+    results = score_programs(
+        programs, ks, limits, runner=node_runner(), workers=workers, per_problem=per_problem
+    )
+    if per_problem is not None:
+        for row, problem in zip(per_problem, problems):
+            row["id"] = problem["task_id"]
+    return results
 
 
 @functools.cache

@@ -21,7 +21,6 @@ from reports.promote import Promotion
 from reports.records import (  # noqa: F401  (the report's public names, found here as before)
     BASE_METHOD,
     FALLBACK_REFERENCE,
-    IGNORED_SIGNATURES,
     LeftOut,
     ReportError,
     RunRecord,
@@ -48,6 +47,11 @@ from reports.summary import (  # noqa: F401
 )
 
 PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png", "sweep_*.png")
+
+
+def _file(scope: str) -> str:
+    """A `<task>/<language>` scope as a file name's part (`generation_python`)."""
+    return scope.replace("/", "_")
 
 
 def build_report(
@@ -93,14 +97,14 @@ def build_report(
             directions = {m: direction(m) for m in section.metrics}
             if section.metrics:
                 images[f"metrics_{language}"] = plots.metrics_by_method(
-                    section, reference, directions, out / f"metrics_{language}.png"
+                    section, reference, directions, out / f"metrics_{_file(language)}.png"
                 )
                 quality = primary_metric(section.metrics)
                 images[f"pareto_{language}"] = plots.quality_vs_cost(
-                    section, quality, directions[quality], out / f"pareto_{language}.png"
+                    section, quality, directions[quality], out / f"pareto_{_file(language)}.png"
                 )
             images[f"loss_{language}"] = plots.loss_curves(
-                client, section, out / f"loss_{language}.png"
+                client, section, out / f"loss_{_file(language)}.png"
             )
         sweeps = []
         for language, by_point in selection.sweep.items():  # runs differing in size or base
@@ -111,7 +115,7 @@ def build_report(
             if sweep.metrics:
                 sweeps.append(sweep)
                 images[f"sweep_{language}"] = curves.sweep_plot(
-                    sweep, out / f"sweep_{language}.png"
+                    sweep, out / f"sweep_{_file(language)}.png"
                 )
     forgetting, bwt = forgetting_rows(selection.sequential)
     if forgetting:

@@ -154,10 +154,14 @@ def summarise_sweep(
         for method, runs in sorted(by_method.items()):
             curve = CurvePoint(method, point, runs, {}, _base_params(runs))
             for metric in metrics:
-                parts = [_example_rows(r.tables[language], metric, language) for r in runs]
+                parts = [
+                    _example_rows(r.tables[language], metric, rec.split_scope(language)[1])
+                    for r in runs
+                ]
                 statistics[metric] = parts[0][1]
                 curve.pooled[metric] = _pool_seeds([p[0] for p in parts])
-                logged = [r.metrics.get(rec.metric(language, metric), math.nan) for r in runs]
+                key = rec.metric(*rec.split_scope(language), metric)
+                logged = [r.metrics.get(key, math.nan) for r in runs]
                 if len(runs) > 1 and all(map(math.isfinite, logged)):
                     curve.estimates[metric] = _t_interval(logged)
                 else:
@@ -207,7 +211,10 @@ def _notes(language: str, points: list[CurvePoint]) -> list[str]:
     """What a reader must know: fewer training examples than asked, other evaluated examples."""
     notes = []
     for curve in points:
-        found = {_number(r.params.get(rec.train_examples_param(language), "")) for r in curve.runs}
+        found = {
+            _number(r.params.get(rec.train_examples_param(rec.split_scope(language)[1]), ""))
+            for r in curve.runs
+        }
         fewer = sorted(n for n in found if math.isfinite(n) and n < curve.train_size)
         if fewer:
             notes.append(

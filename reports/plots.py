@@ -223,7 +223,8 @@ def loss_curves(client: MlflowClient, section: LanguageSection, path: Path) -> P
     for i, row in enumerate(section.rows):
         color = COLORS[i % len(COLORS)]
         for j, run in enumerate(row.runs):
-            history = client.get_metric_history(run.run_id, f"{section.language}/train/loss")
+            key = rec.metric(*rec.split_scope(section.language), "train/loss")
+            history = client.get_metric_history(run.run_id, key)
             history = sorted(history, key=lambda m: m.step)
             steps = np.array([m.step for m in history], dtype=float)
             values = np.array([m.value for m in history], dtype=float)

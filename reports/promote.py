@@ -37,6 +37,9 @@ class Promotion:
             metrics.get_metric(self.metric)
         choices = []
         for section in sections:
+            task, language = rec.split_scope(section.language)
+            if all(rec.signature_param(task) in r.params for row in section.rows for r in row.runs):
+                continue  # an evaluation-only task (signed by its own name) has no model of its own
             metric = self.metric or primary_metric(section.metrics)
             if metric not in section.metrics:
                 raise ReportError(
@@ -51,7 +54,7 @@ class Promotion:
                 )
             sign = 1.0 if higher else -1.0
             best = max(rows, key=lambda r: sign * _score(r, metric))  # the first on a tie
-            key = rec.metric(section.language, metric)
+            key = rec.metric(task, language, metric)
             run = max(
                 best.runs,
                 key=lambda r: (sign * r.metrics.get(key, -sign * math.inf), r.start_time),

@@ -2,14 +2,16 @@
 
 The comparison report: every method side by side, with intervals, tests, costs and plots.
 
-Runs are read from any MLflow tracking store. Only comparable runs are put side by side:
+Runs are read from any MLflow tracking store. The tables are per task and language (a
+`<task>/<language>` scope, `rec.scopes`: the tasks a run logged). Only comparable runs are put
+side by side:
 
-* setup: the same preset and the same metric signatures (`metric.<name>.signature`, HumanEval's
-  left aside: it is a separate, optional evaluation that the tables do not show). The reported
-  setup is the one of the largest group of finished fresh-protocol runs (most methods, then most
-  runs, then the newest run), so the choice is deterministic and does not depend on search order;
+* setup: the same preset and the same metric signatures (`metric.<name>.signature`, an
+  evaluation-only task's under its own name). The reported setup is the one of the largest group
+  of finished fresh-protocol runs (most methods, then most runs, then the newest run), so the
+  choice is deterministic and does not depend on search order;
 * data, per language: the same `data.<lang>.fingerprint`, chosen the same way among the runs of
-  that setup. A run trained on other data for one language is left out of that language's table
+  that setup. A run trained on other data for one language is left out of that language's tables
   only.
 
 A re-run of the same method and seed in a table counts once: the newest run is kept, so a seed
@@ -37,8 +39,6 @@ from mlflow.tracking import MlflowClient
 
 from core import record as rec  # the run record's names
 
-# Signatures that do not take part in comparability (not shown in the tables).
-IGNORED_SIGNATURES = ("humaneval",)
 BASE_METHOD, FALLBACK_REFERENCE = "none", "lora"
 
 
@@ -68,17 +68,19 @@ class RunRecord:
     params: dict[str, str]
     metrics: dict[str, float]
     start_time: int
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # scope -> evaluated examples
+    scopes: list[str] = field(default_factory=list)  # every `<task>/<language>` it evaluated
 
-    def fingerprint(self, language: str) -> str:
-        return self.params.get(rec.fingerprint_param(language), "")
+    def fingerprint(self, scope: str) -> str:
+        """The data fingerprint of a scope's (or a bare language's) language."""
+        return self.params.get(rec.fingerprint_param(scope.rpartition("/")[2]), "")
 
     def signatures(self) -> dict[str, str]:
         """Metric name -> signature, for the metrics that decide comparability."""
         out = {}
         for key, value in self.params.items():
             name = rec.signature_of(key)
-            if name is not None and name not in IGNORED_SIGNATURES:
+            if name is not None:
                 out[name] = value
         return out
 
@@ -149,6 +151,7 @@ def load_runs(
                 params=dict(run.data.params),
                 metrics=dict(run.data.metrics),
                 start_time=run.info.start_time or 0,
+                scopes=rec.scopes(run.data.params),
             )
         )
     return records
@@ -215,11 +218,11 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
     fresh = [r for r in same_setup if r.protocol == "fresh"]
     fresh, other_points, point = _one_sweep_point(fresh)
     deciding = fresh or same_setup
-    languages = _ordered({lang for r in same_setup for lang in r.languages})
+    languages = _ordered({scope for r in same_setup for scope in r.scopes})
     fingerprints: dict[str, str] = {}
     tables: dict[str, list[RunRecord]] = {}
     for language in languages:
-        candidates = [r for r in deciding if language in r.languages]
+        candidates = [r for r in deciding if language in r.scopes]
         if candidates:
             chosen = _largest(
                 _group(candidates, lambda r, lang=language: r.fingerprint(lang)).values()
@@ -227,11 +230,11 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
             fingerprints[language] = chosen[0].fingerprint(language)
         else:  # only sequential runs have this language: the newest one's data
             fingerprints[language] = next(
-                r.fingerprint(language) for r in same_setup if language in r.languages
+                r.fingerprint(language) for r in same_setup if language in r.scopes
             )
         tables[language] = []
         for record in fresh:
-            if language not in record.languages:
+            if language not in record.scopes:
                 continue
             if record.fingerprint(language) == fingerprints[language]:
                 tables[language].append(record)
@@ -243,7 +246,7 @@ def choose_comparable(records: list[RunRecord]) -> Selection:
         if record.protocol == "fresh":
             continue
         different = [
-            lang for lang in record.languages if record.fingerprint(lang) != fingerprints[lang]
+            scope for scope in record.scopes if record.fingerprint(scope) != fingerprints[scope]
         ]
         if different:
             reason = _data_reason(record, different[0], fingerprints)
@@ -308,7 +311,7 @@ def _sweep_points(
     of the point's largest group (others left out), the newest run of a method and seed."""
     sweep: dict[str, dict[tuple[str, ...], list[RunRecord]]] = {}
     for language in languages:
-        candidates = [r for r in runs if language in r.languages]
+        candidates = [r for r in runs if language in r.scopes]
         for point, at_point in _group(candidates, RunRecord.sweep_point).items():
             by_data = _group(at_point, lambda r, lang=language: r.fingerprint(lang))
             chosen = _largest(by_data.values())[0].fingerprint(language)
@@ -340,7 +343,7 @@ def _newest_per_seed(
 
 def _rerun_reason(record: RunRecord, newer: RunRecord, languages: list[str]) -> str:
     where = [lang for lang in languages if lang]
-    partial = where and set(where) != set(record.languages)
+    partial = where and set(where) != set(record.scopes)
     return (
         f"re-run of {record.method} seed {record.seed}: the newer run `{newer.run_id}` is in "
         f"the tables instead{' (' + ', '.join(where) + ')' if partial else ''}, so the seed "
@@ -355,15 +358,22 @@ def _data_reason(record: RunRecord, language: str, fingerprints: dict[str, str])
     )
 
 
-def _ordered(languages: Iterable[str]) -> list[str]:
-    return sorted(languages, key=lambda lang: ({"python": 0, "javascript": 1}.get(lang, 2), lang))
+def _ordered(scopes: Iterable[str]) -> list[str]:
+    """Scopes (or languages) by task name, then Python, JavaScript, then the other languages."""
+
+    def key(scope: str) -> tuple[str, int, str]:
+        task, _, language = scope.rpartition("/")
+        return task, {"python": 0, "javascript": 1}.get(language, 2), language
+
+    return sorted(scopes, key=key)
 
 
-def _download_table(client: MlflowClient, record: RunRecord, language: str, tmp: Path) -> None:
-    if language in record.tables:
+def _download_table(client: MlflowClient, record: RunRecord, scope: str, tmp: Path) -> None:
+    """The run's evaluated examples of `scope` into `record.tables[scope]`, indexed by id."""
+    if scope in record.tables:
         return
     path = client.download_artifacts(
-        record.run_id, f"eval/{language}_examples.json", str(tmp / record.run_id)
+        record.run_id, rec.examples_table(*rec.split_scope(scope)), str(tmp / record.run_id)
     )
     payload = json.loads(Path(path).read_text())
     table = pd.DataFrame(payload["data"], columns=payload["columns"])
@@ -371,4 +381,4 @@ def _download_table(client: MlflowClient, record: RunRecord, language: str, tmp:
     if len(ids) != len(table) or ids.duplicated().any():
         ids = pd.Series([f"#{i}" for i in range(len(table))])  # pair by position instead
     table["id"] = ids.to_numpy()
-    record.tables[language] = table.set_index("id", drop=False)
+    record.tables[scope] = table.set_index("id", drop=False)

@@ -1,4 +1,4 @@
-"""The report's summaries: per language and method, every metric with its interval and its
+"""The report's summaries: per task, language and method, every metric with its interval and its
 paired test against the reference, the costs, and the forgetting of sequential runs.
 
 Intervals are 95 % percentile bootstraps over the evaluated examples (see `reports.stats`); each
@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core import record as rec  # the run record's names
-from reports.records import IGNORED_SIGNATURES, RunRecord, _ordered
+from reports.records import RunRecord, _ordered
 from reports.stats import (
     MEAN,
     PairedTest,
@@ -27,7 +27,7 @@ from reports.stats import (
 SIGNIFICANCE = 0.05
 PRIMARY_METRIC = "bleu"
 LEVEL = 0.95
-# (metric suffix under `<lang>/`, column title) for the cost columns, in table order.
+# (metric suffix under `<task>/<lang>/`, column title) for the cost columns, in table order.
 COSTS = [
     ("trained_weights_bytes", "weights (MB)"),
     ("train_time_s", "train time (s)"),
@@ -79,9 +79,9 @@ class MethodRow:
 
 @dataclass
 class LanguageSection:
-    """The table of one language and what it needs to be read."""
+    """The table of one task and language and what it needs to be read."""
 
-    language: str
+    language: str  # the `<task>/<language>` scope
     fingerprint: str
     rows: list[MethodRow]
     metrics: list[str]
@@ -96,7 +96,7 @@ class ForgettingRow:
     """Sequential protocol: one method, language and metric, seeds pooled as mean and std."""
 
     method: str
-    language: str
+    language: str  # the `<task>/<language>` scope
     metric: str
     seeds: int
     after_own: tuple[float, float]
@@ -142,18 +142,27 @@ def _is_mean_of_examples(table: pd.DataFrame, metric: str, logged: float | None)
 
 
 def summarise(
-    language: str,
+    scope: str,
     runs: list[RunRecord],
     fingerprint: str,
     reference: str,
     n_boot: int,
     seed: int,
 ) -> LanguageSection:
-    """One row per method for `language` (runs' tables already downloaded)."""
+    """One row per method for a `<task>/<language>` scope (runs' tables already downloaded).
+
+    The metrics are those every run signed and has a column for; an evaluation-only task, signed
+    by its own name, shows every per-problem column it logged a corpus value of (pass_at_1...)."""
+    task, language = rec.split_scope(scope)
     shown = set.intersection(*(set(r.signatures()) for r in runs))
-    metrics = sorted(
-        name for name in shown if all(name in r.tables[language].columns for r in runs)
-    )
+    columns = set.intersection(*(set(r.tables[scope].columns) for r in runs))
+    metrics = sorted(name for name in shown if name in columns)
+    if task in shown:
+        metrics += sorted(
+            column
+            for column in columns
+            if all(rec.metric(task, language, column) in r.metrics for r in runs)
+        )
     by_method: dict[str, list[RunRecord]] = {}
     for record in sorted(runs, key=_seed_order):
         by_method.setdefault(record.method, []).append(record)
@@ -161,7 +170,7 @@ def summarise(
     statistics: dict[str, Statistic] = {}
     for method, method_runs in by_method.items():
         for metric in metrics:
-            parts = [_example_rows(r.tables[language], metric, language) for r in method_runs]
+            parts = [_example_rows(r.tables[scope], metric, language) for r in method_runs]
             statistics[metric] = parts[0][1]
             pooled[(method, metric)] = _pool_seeds([p[0] for p in parts])
     mean_not_corpus = sorted(
@@ -169,7 +178,7 @@ def summarise(
         for metric in metrics
         if not all(
             _is_mean_of_examples(
-                r.tables[language], metric, r.metrics.get(rec.metric(language, metric))
+                r.tables[scope], metric, r.metrics.get(rec.metric(task, language, metric))
             )
             for r in runs
         )
@@ -182,7 +191,9 @@ def summarise(
             data, ids = pooled[(method, metric)]
             statistic = statistics[metric]
             point, low, high = bootstrap_ci(data, statistic, n_boot, seed, LEVEL)
-            logged = [r.metrics.get(rec.metric(language, metric), np.nan) for r in method_runs]
+            logged = [
+                r.metrics.get(rec.metric(task, language, metric), np.nan) for r in method_runs
+            ]
             if statistic.corpus_level and len(method_runs) == 1 and np.isfinite(logged[0]):
                 if abs(point - logged[0]) > 1e-6 * max(1.0, abs(logged[0])):
                     notes.append(
@@ -211,7 +222,9 @@ def summarise(
                         )
             estimates[metric] = estimate
         costs = {
-            key: _mean_std(r.metrics.get(rec.metric(language, key), np.nan) for r in method_runs)
+            key: _mean_std(
+                r.metrics.get(rec.metric(task, language, key), np.nan) for r in method_runs
+            )
             for key, _ in COSTS
         }
         rows.append(
@@ -226,17 +239,17 @@ def summarise(
                 share=_mean_std(_float(r.params.get(rec.TRAINABLE_SHARE)) for r in method_runs),
                 loads=[
                     (
-                        r.metrics[rec.metric(language, rec.LOAD_AVERAGE)],
-                        r.metrics[rec.metric(language, rec.CPU_COUNT)],
+                        r.metrics[rec.metric(task, language, rec.LOAD_AVERAGE)],
+                        r.metrics[rec.metric(task, language, rec.CPU_COUNT)],
                     )
                     for r in method_runs
-                    if rec.metric(language, rec.LOAD_AVERAGE) in r.metrics
-                    and rec.metric(language, rec.CPU_COUNT) in r.metrics
+                    if rec.metric(task, language, rec.LOAD_AVERAGE) in r.metrics
+                    and rec.metric(task, language, rec.CPU_COUNT) in r.metrics
                 ],
             )
         )
     return LanguageSection(
-        language=language,
+        language=scope,
         fingerprint=fingerprint,
         rows=rows,
         metrics=metrics,
@@ -265,37 +278,37 @@ def _float(text: str | None) -> float:
 def forgetting_rows(
     sequential: list[RunRecord],
 ) -> tuple[list[ForgettingRow], dict[tuple[str, str], list[float]]]:
-    """Per method, language and metric: score after own training, final score, forgetting;
-    and per method and metric the backward transfer (`bwt/<metric>`), seeds pooled."""
+    """Per method, task and language (a scope) and metric: score after own training, final
+    score, forgetting; and per method and `<task>/<metric>` the backward transfer, seeds pooled."""
     grouped: dict[tuple[str, str, str], list[RunRecord]] = {}
     bwt: dict[tuple[str, str], list[float]] = {}
     for run in sequential:
         for key, value in run.metrics.items():
             lost = rec.split_forgetting(key)
             if lost is not None:
-                language, metric = lost
-                if metric.split("/")[0] not in IGNORED_SIGNATURES:
-                    grouped.setdefault((run.method, language, metric), []).append(run)
-            elif (metric := rec.split_backward_transfer(key)) is not None:
-                bwt.setdefault((run.method, metric), []).append(value)
+                task, language, metric = lost
+                grouped.setdefault((run.method, rec.scope(task, language), metric), []).append(run)
+            elif (transfer := rec.split_backward_transfer(key)) is not None:
+                bwt.setdefault((run.method, "/".join(transfer)), []).append(value)
     rows = []
-    for (method, language, metric), runs in sorted(
+    for (method, scope, metric), runs in sorted(
         grouped.items(), key=lambda item: (item[0][0], _ordered([item[0][1]]), item[0][2])
     ):
+        task, language = rec.split_scope(scope)
         rows.append(
             ForgettingRow(
                 method=method,
-                language=language,
+                language=scope,
                 metric=metric,
                 seeds=len(runs),
                 after_own=_mean_std(
-                    r.metrics.get(rec.metric(language, metric), np.nan) for r in runs
+                    r.metrics.get(rec.metric(task, language, metric), np.nan) for r in runs
                 ),
                 final=_mean_std(
-                    r.metrics.get(rec.final_metric(language, metric), np.nan) for r in runs
+                    r.metrics.get(rec.final_metric(task, language, metric), np.nan) for r in runs
                 ),
                 forgetting=_mean_std(
-                    r.metrics[rec.forgetting_metric(language, metric)] for r in runs
+                    r.metrics[rec.forgetting_metric(task, language, metric)] for r in runs
                 ),
             )
         )

@@ -17,7 +17,8 @@ and the median of per-prompt ratios). Then N clients (1, 2, 4, 8 by default) sen
 once to each server in turn and it prints requests/s. Requests go to 127.0.0.1 only and every
 loop is bounded in count.
 
-    .venv/bin/python scripts/bench_serving.py --model-uri runs:/<run_id>/python_model --threads 1
+    .venv/bin/python scripts/bench_serving.py --threads 1 \
+        --model-uri runs:/<run_id>/generation_python_model
     git show HEAD~1:benchmark/serving.py > /tmp/serving_before.py
     .venv/bin/python scripts/bench_serving.py --model-uri ... --baseline /tmp/serving_before.py
 """
@@ -98,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model-uri", required=True, help="e.g. runs:/<run_id>/python_model")
+    parser.add_argument(
+        "--model-uri", required=True, help="e.g. runs:/<run_id>/generation_python_model"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="rounds over the prompts")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--num-beams", type=int, default=0, help="0: the model's own setting")

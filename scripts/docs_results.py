@@ -43,6 +43,7 @@ TABLE_INTERVALS = ("bleu", "pass_rate")
 TABLE_DIFFERENCES = ("bleu", "pass_rate")
 TWO_DECIMALS = ("bleu", "codexglue_bleu")  # BLEU on its 0-100 scale; the others are 0-1
 SIGNIFICANCE = 0.05
+TASK = "generation"  # the demo table is the docstring -> function task's
 
 
 class ResultsError(ValueError):
@@ -99,17 +100,17 @@ def newest_suite(client: Any, experiment: str, preset: str) -> Any:
     return runs[0]
 
 
-def _load_tables(client: Any, records: list[Any], language: str, tmp: Path) -> None:
+def _load_tables(client: Any, records: list[Any], scope: str, tmp: Path) -> None:
     import pandas as pd
 
     for record in records:
         path = client.download_artifacts(
-            record.run_id, f"eval/{language}_examples.json", str(tmp / record.run_id)
+            record.run_id, rec.examples_table(*rec.split_scope(scope)), str(tmp / record.run_id)
         )
         payload = json.loads(Path(path).read_text())
         table = pd.DataFrame(payload["data"], columns=payload["columns"])
         table["id"] = table["id"].astype(str)
-        record.tables[language] = table.set_index("id", drop=False)
+        record.tables[scope] = table.set_index("id", drop=False)
 
 
 def _method_key(method: str) -> tuple[int, str]:
@@ -137,22 +138,25 @@ def collect(tracking_uri: str, experiment: str = "adaptbench", preset: str = "de
     reference = default_reference(r.method for r in children)
     languages: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for language, runs in selection.fresh.items():
-            _load_tables(client, runs, language, Path(tmp))
+        for scope, runs in selection.fresh.items():
+            task, language = rec.split_scope(scope)
+            if task != TASK:
+                continue
+            _load_tables(client, runs, scope, Path(tmp))
             section = summarise(
-                language, runs, selection.fingerprints[language], reference, N_BOOT, BOOT_SEED
+                scope, runs, selection.fingerprints[scope], reference, N_BOOT, BOOT_SEED
             )
             rows = sorted(section.rows, key=lambda row: _method_key(row.method))
-            languages[language] = [_method_entry(row, language) for row in rows]
+            languages[language] = [_method_entry(row, scope) for row in rows]
     in_order = sorted(children, key=lambda r: r.start_time)
     commits = list(
         dict.fromkeys(client.get_run(r.run_id).data.tags.get(rec.GIT_COMMIT, "") for r in in_order)
     )
     loads = [
-        r.metrics[rec.metric(lang, rec.LOAD_AVERAGE)]
+        r.metrics[rec.metric(*rec.split_scope(scope), rec.LOAD_AVERAGE)]
         for r in children
-        for lang in r.languages
-        if rec.metric(lang, rec.LOAD_AVERAGE) in r.metrics
+        for scope in r.scopes
+        if rec.metric(*rec.split_scope(scope), rec.LOAD_AVERAGE) in r.metrics
     ]
     start = dt.datetime.fromtimestamp(suite.info.start_time / 1000, dt.UTC)
     return {
@@ -176,7 +180,7 @@ def collect(tracking_uri: str, experiment: str = "adaptbench", preset: str = "de
     }
 
 
-def _method_entry(row: Any, language: str) -> dict:
+def _method_entry(row: Any, scope: str) -> dict:
     (run,) = row.runs  # one seed per method in the demo suite
     scores, differences = {}, {}
     for metric, estimate in row.estimates.items():
@@ -201,7 +205,7 @@ def _method_entry(row: Any, language: str) -> dict:
         "method": row.method,
         "run_id": run.run_id,
         "seed": run.seed,
-        "examples": len(run.tables[language]),
+        "examples": len(run.tables[scope]),
         "scores": scores,
         "vs_reference": differences,
     }

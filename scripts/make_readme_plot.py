@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(ROOT / "reports" / "latest"), help="report folder")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where the plots are copied")
     parser.add_argument("--language", default="python", help="whose plots to copy")
+    parser.add_argument("--task", default="generation", help="which task's plots to copy")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     return parser.parse_args(argv)
 
@@ -52,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
+    scope = f"{args.task}_{args.language}"  # the report's file name of the task's section
     copies = {
-        f"metrics_{args.language}.png": [f"demo-metrics-{args.language}.png"],
-        f"pareto_{args.language}.png": [f"demo-pareto-{args.language}.png"],
+        f"metrics_{scope}.png": [f"demo-metrics-{args.language}.png"],
+        f"pareto_{scope}.png": [f"demo-pareto-{args.language}.png"],
     }
     for source, targets in copies.items():
         if not (out / source).is_file():

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmark.config import make_config, parse_overrides  # noqa: E402
-from benchmark.data import load_tasks  # noqa: E402
+from benchmark.data import load_languages  # noqa: E402
 from benchmark.evaluation import evaluate  # noqa: E402
 from benchmark.models import load_base  # noqa: E402
 
@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     config = make_config("lora", args.preset, parse_overrides(args.settings))
     model, tokenizer, _ = load_base(config.model)
-    tasks = load_tasks(config.languages, config.data)
+    tasks = load_languages(config.languages, config.data)
     scores = {}
     for language, task in tasks.items():
         result = evaluate(

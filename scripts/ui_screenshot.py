@@ -400,7 +400,7 @@ async def _run_pages(browser: Browser, run_page: str, out: Path, only: tuple[str
         await browser.capture(out / "mlflow-run.png")
     if "examples" in only:
         await browser.open(
-            f"{run_page}/artifacts/eval/python_examples.json?{MODEL_TRAINING}",
+            f"{run_page}/artifacts/eval/generation/python_examples.json?{MODEL_TRAINING}",
             _text_shown("prediction"),
             "the per-example table",
         )

@@ -374,21 +374,23 @@ def test_the_user_logs_a_demo_run_and_its_model_loads_back(
     run_id = re.search(r"run (\w+) finished", done.stdout).group(1)
     login(monkeypatch, *auth_server["admin"])
     record = as_admin(auth_server).get_run(run_id)
-    assert record.info.status == "FINISHED" and "python/bleu" in record.data.metrics
+    assert record.info.status == "FINISHED" and "generation/python/bleu" in record.data.metrics
     assert record.info.experiment_id == auth_server["team_a"]
     assert record.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server
     assert not (tmp_path / "mlruns").exists()
 
     load = (
         "import sys, mlflow, pandas as pd; "
-        f"m = mlflow.pyfunc.load_model('runs:/{run_id}/python_model'); "
+        f"m = mlflow.pyfunc.load_model('runs:/{run_id}/generation_python_model'); "
         "print(type(m.predict(pd.DataFrame({'prompt': ['Return the sum.']}))['code'][0]).__name__)"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", load], env=env, capture_output=True, text=True, cwd=tmp_path
     )
     assert loaded.returncode == 0 and loaded.stdout.strip().endswith("str"), loaded.stderr[-3000:]
-    model_files = f"mlflow-artifacts:/{auth_server['team_a']}/{run_id}/artifacts/python_model"
+    model_files = (
+        f"mlflow-artifacts:/{auth_server['team_a']}/{run_id}/artifacts/generation_python_model"
+    )
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     with pytest.raises(requests.HTTPError) as caught:  # without a login, not even its files
@@ -406,7 +408,7 @@ def test_the_user_logs_a_demo_run_and_its_model_loads_back(
     credentials.chmod(0o600)
     from_file = cli_env(auth_server, tmp_path)
     generated = benchmark(
-        tmp_path, from_file, "generate", "--model-uri", f"runs:/{run_id}/python_model",
+        tmp_path, from_file, "generate", "--model-uri", f"runs:/{run_id}/generation_python_model",
         "Return the sum of the values.",
     )  # fmt: skip
     assert generated.returncode == 0 and generated.stdout.strip(), generated.stderr[-3000:]
@@ -452,4 +454,4 @@ def test_a_killed_run_resumes_on_the_server(
     assert done.returncode == 0, done.stderr[-3000:]
     record = as_admin(auth_server).get_run(run_id)
     assert record.info.status == "FINISHED" and record.data.tags["resumes"] == "1"
-    assert "python/bleu" in record.data.metrics
+    assert "generation/python/bleu" in record.data.metrics

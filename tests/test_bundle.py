@@ -29,7 +29,7 @@ LOG_AGAIN = "the model must be logged again"
 def logged_model(demo_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo run's Python model as MLflow downloads it: MLmodel, code and the bundle."""
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{demo_run['run_id']}/python_model",
+        artifact_uri=f"runs:/{demo_run['run_id']}/generation_python_model",
         dst_path=str(tmp_path_factory.mktemp("logged")),
         tracking_uri=demo_run["uri"],
     )

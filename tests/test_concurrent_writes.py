@@ -18,14 +18,14 @@ from mlflow.tracking import MlflowClient
 
 from benchmark import tracking
 from benchmark.config import DataConfig
-from benchmark.data import load_tasks
+from benchmark.data import load_languages
 
 PROCESSES = 8
 
 
 def _write_side_by_side(uri: str, experiment: str, barrier, results) -> None:
     mlflow.set_tracking_uri(uri)
-    examples = load_tasks(["python"], DataConfig(train_size=8))["python"].train
+    examples = load_languages(["python"], DataConfig(train_size=8))["python"].train
     barrier.wait()
     try:
         tracking.set_experiment(experiment)

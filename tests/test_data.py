@@ -13,7 +13,7 @@ from benchmark.data import (
     DataError,
     fingerprint,
     first_paragraph,
-    load_tasks,
+    load_languages,
     strip_javascript_docstring,
     strip_python_docstring,
 )
@@ -26,8 +26,8 @@ def _fold(text: str) -> str:
 
 
 def test_raw_tree_and_hf_parquet_give_the_same_examples(csn_tree: Path, hf_parquet: Path):
-    raw = load_tasks(["python", "javascript"], DataConfig(source=str(csn_tree), **SMALL))
-    hf = load_tasks(["python", "javascript"], DataConfig(source=str(hf_parquet), **SMALL))
+    raw = load_languages(["python", "javascript"], DataConfig(source=str(csn_tree), **SMALL))
+    hf = load_languages(["python", "javascript"], DataConfig(source=str(hf_parquet), **SMALL))
     for lang in ("python", "javascript"):
         assert len(raw[lang].train) == 30
         assert len(raw[lang].evaluation) == 5
@@ -37,7 +37,7 @@ def test_raw_tree_and_hf_parquet_give_the_same_examples(csn_tree: Path, hf_parqu
 
 
 def test_no_python_target_contains_its_docstring(csn_tree: Path):
-    tasks = load_tasks(["python"], DataConfig(source=str(csn_tree), **SMALL))
+    tasks = load_languages(["python"], DataConfig(source=str(csn_tree), **SMALL))
     task = tasks["python"]
     for ex in task.train + task.validation + task.evaluation:
         assert '"""' not in ex.code
@@ -50,9 +50,9 @@ def test_no_python_target_contains_its_docstring(csn_tree: Path):
 
 
 def test_splits_are_disjoint_and_selection_is_seeded(csn_tree: Path):
-    a = load_tasks(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
-    b = load_tasks(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
-    c = load_tasks(["python"], DataConfig(source=str(csn_tree), selection_seed=7, **SMALL))[
+    a = load_languages(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
+    b = load_languages(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
+    c = load_languages(["python"], DataConfig(source=str(csn_tree), selection_seed=7, **SMALL))[
         "python"
     ]
     assert a.fingerprint() == b.fingerprint()
@@ -91,7 +91,7 @@ def test_first_paragraph():
 
 
 def test_fingerprint_changes_with_any_example(csn_tree: Path):
-    task = load_tasks(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
+    task = load_languages(["python"], DataConfig(source=str(csn_tree), **SMALL))["python"]
     before = fingerprint(task.train)
     assert fingerprint(task.train[:-1]) != before
     assert fingerprint(list(reversed(task.train))) != before
@@ -111,7 +111,7 @@ def test_malformed_line_names_file_and_line(tmp_path: Path):
     lines = good[:2] + ['{"repo": "x", "code": '] + good[2:]
     path = _write_jsonl(tmp_path / "python" / "final" / "jsonl" / "train" / "p_0.jsonl.gz", lines)
     with pytest.raises(DataError) as err:
-        load_tasks(["python"], DataConfig(source=str(tmp_path), **SMALL))
+        load_languages(["python"], DataConfig(source=str(tmp_path), **SMALL))
     message = str(err.value)
     assert f"{path}:3" in message and "malformed JSON" in message
     assert "skip_bad_rows" in message
@@ -127,7 +127,7 @@ def test_missing_field_names_the_field(tmp_path: Path):
     lines = [json.dumps(row), json.dumps({k: v for k, v in row.items() if k != "code"})]
     path = _write_jsonl(tmp_path / "d" / "train.jsonl.gz", lines)
     with pytest.raises(DataError) as err:
-        load_tasks(["python"], DataConfig(source=str(path.parent), **SMALL))
+        load_languages(["python"], DataConfig(source=str(path.parent), **SMALL))
     assert f"{path}:2" in str(err.value) and "'code'" in str(err.value)
 
 
@@ -141,19 +141,19 @@ def test_skip_bad_rows_counts_them(tmp_path: Path):
     config = DataConfig(
         source=str(tmp_path / "d"), train_size=5, val_size=0, eval_size=3, skip_bad_rows=True
     )
-    task = load_tasks(["python"], config)["python"]
+    task = load_languages(["python"], config)["python"]
     assert task.stats.bad_rows == 2
     assert len(task.train) == 5
 
 
 def test_unknown_language_lists_the_languages_found(csn_tree: Path):
     with pytest.raises(DataError, match="Languages found: javascript, python"):
-        load_tasks(["go"], DataConfig(source=str(csn_tree), **SMALL))
+        load_languages(["go"], DataConfig(source=str(csn_tree), **SMALL))
 
 
 def test_missing_source_is_a_usage_error(tmp_path: Path):
     with pytest.raises(UsageError, match="neither"):
-        load_tasks(["python"], DataConfig(source=str(tmp_path / "nope")))
+        load_languages(["python"], DataConfig(source=str(tmp_path / "nope")))
 
 
 def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
@@ -176,7 +176,7 @@ def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
     rows.append(json.dumps(raw_row("python", 99, "test")))
     _write_jsonl(tmp_path / "d" / "all.jsonl.gz", rows)
     config = DataConfig(source=str(tmp_path / "d"), train_size=10, val_size=0, eval_size=1)
-    task = load_tasks(["python"], config)["python"]
+    task = load_languages(["python"], config)["python"]
     assert [e.func_name for e in task.train] == ["fn_50"]
     assert task.stats.dropped == {
         "test_function": 1,
@@ -185,7 +185,7 @@ def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
         "trivial_body": 1,
         "short_code": 1,
     }
-    unfiltered = load_tasks(
+    unfiltered = load_languages(
         ["python"],
         DataConfig(
             source=str(tmp_path / "d"),
@@ -200,7 +200,7 @@ def test_csn_filters_drop_short_test_and_dunder_functions(tmp_path: Path):
 
 def test_bundled_sample_targets_never_contain_their_docstring():
     config = DataConfig(source="sample", train_size=5000, val_size=5000, eval_size=5000)
-    tasks = load_tasks(["python", "javascript"], config)
+    tasks = load_languages(["python", "javascript"], config)
     checked = 0
     for task in tasks.values():
         for ex in task.train + task.validation + task.evaluation:
@@ -224,13 +224,13 @@ def test_evaluating_on_the_whole_validation_split_warns_and_leaves_no_loss_examp
         source="sample", train_size=50, val_size=100, eval_size=1000, eval_split="validation"
     )
     with caplog.at_level(logging.WARNING, logger="adaptbench"):
-        task = load_tasks(["python"], config)["python"]
+        task = load_languages(["python"], config)["python"]
     assert task.evaluation and not task.validation
     assert "no python validation examples left" in caplog.text and "data.eval_size" in caplog.text
     assert encode(task.validation, None, 48, 128) == []
 
     config.eval_size = 50
-    kept = load_tasks(["python"], config)["python"]
+    kept = load_languages(["python"], config)["python"]
     assert len(kept.evaluation) == 50 and kept.validation
     ids = {ex.id for ex in kept.validation}
     assert not ids & {ex.id for ex in kept.evaluation}

@@ -206,7 +206,7 @@ def test_demo_tokenizer_round_trips_code_and_has_codet5_special_ids():
     from transformers import AutoTokenizer
 
     from benchmark.config import DataConfig
-    from benchmark.data import load_tasks
+    from benchmark.data import load_languages
     from benchmark.models import DEMO_TOKENIZER
 
     tokenizer = AutoTokenizer.from_pretrained(DEMO_TOKENIZER)
@@ -216,7 +216,7 @@ def test_demo_tokenizer_round_trips_code_and_has_codet5_special_ids():
         tokenizer.eos_token_id,
         tokenizer.unk_token_id,
     ) == (0, 1, 2, 3)
-    tasks = load_tasks(
+    tasks = load_languages(
         ["python", "javascript"], DataConfig(train_size=25, val_size=0, eval_size=25)
     )
     for task in tasks.values():

@@ -82,19 +82,23 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path)
     for language in ("python", "javascript"):
         curves = []
         for run in (two, one):
-            history = client.get_metric_history(run.info.run_id, f"{language}/train/loss")
+            history = client.get_metric_history(
+                run.info.run_id, f"generation/{language}/train/loss"
+            )
             curves.append(np.array([m.value for m in sorted(history, key=lambda m: m.step)]))
         assert len(curves[0]) == len(curves[1]) == 16
         np.testing.assert_allclose(curves[0], curves[1], rtol=5e-3)
         for key in ("train_tokens", "final_val_loss"):
-            assert two.data.metrics[f"{language}/{key}"] == pytest.approx(
-                one.data.metrics[f"{language}/{key}"], rel=5e-3
+            assert two.data.metrics[f"generation/{language}/{key}"] == pytest.approx(
+                one.data.metrics[f"generation/{language}/{key}"], rel=5e-3
             ), key
         # Sharded generation gathered in order: 9 examples over 2 processes (5 + 4).
         tables = []
         for run in (two, one):
             path = client.download_artifacts(
-                run.info.run_id, f"eval/{language}_examples.json", str(tmp_path / run.info.run_id)
+                run.info.run_id,
+                f"eval/generation/{language}_examples.json",
+                str(tmp_path / run.info.run_id),
             )
             table = json.loads(Path(path).read_text())
             tables.append(table)

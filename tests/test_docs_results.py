@@ -117,6 +117,7 @@ def _log_child(client: MlflowClient, experiment_id: str, parent: str, method: st
     run_id = client.create_run(experiment_id, run_name=f"{method} seed 42", tags=tags).info.run_id
     params = {
         rec.LANGUAGES: rec.languages_param(list(LANGUAGES)),
+        rec.TASKS: rec.tasks_param({"generation": list(LANGUAGES)}),
         rec.SEED: "42",
         "version.torch": "2.13.0",
         "eval.num_beams": "4",
@@ -134,14 +135,14 @@ def _log_child(client: MlflowClient, experiment_id: str, parent: str, method: st
         for name in docs_results.TABLE_SCORES:
             result = get_metric(name).compute(preds, refs, language)
             columns[name] = list(result.per_example)
-            metrics[rec.metric(language, name)] = result.corpus
+            metrics[rec.metric("generation", language, name)] = result.corpus
             params[rec.signature_param(name)] = get_metric(name).signature()
         params[rec.fingerprint_param(language)] = language[0] * 64
         folder = tmp / run_id
         folder.mkdir(exist_ok=True)
         table = {"columns": list(columns), "data": [list(r) for r in zip(*columns.values())]}
         (folder / f"{language}_examples.json").write_text(json.dumps(table))
-        client.log_artifact(run_id, str(folder / f"{language}_examples.json"), "eval")
+        client.log_artifact(run_id, str(folder / f"{language}_examples.json"), "eval/generation")
     for key, value in params.items():
         client.log_param(run_id, key, value)
     for key, value in metrics.items():

@@ -113,7 +113,7 @@ class LoggedModels:
                 run_id = run(make_config(method, "demo", settings))
             finally:
                 os.chdir(cwd)
-            self.uris[case] = f"runs:/{run_id}/python_model"
+            self.uris[case] = f"runs:/{run_id}/generation_python_model"
         return self.uris[case]
 
 
@@ -314,10 +314,16 @@ def test_force_never_replaces_a_folder_that_is_not_an_export(
 def test_a_model_uri_mlflow_cannot_find_is_one_line(logged: LoggedModels, tmp_path: Path, capsys):
     logged.uri("none")  # the store exists
     line = refused(
-        ["export", "--model-uri", "runs:/0123456789abcdef/python_model", "--out", str(tmp_path)],
+        [
+            "export",
+            "--model-uri",
+            "runs:/0123456789abcdef/generation_python_model",
+            "--out",
+            str(tmp_path),
+        ],
         capsys,
     )
-    assert "--model-uri runs:/0123456789abcdef/python_model" in line
+    assert "--model-uri runs:/0123456789abcdef/generation_python_model" in line
 
 
 def test_merged_takes_a_value_as_mlproject_passes_it():

@@ -17,7 +17,7 @@ import pytest
 
 from benchmark import hub
 from benchmark.config import DataConfig, ModelConfig, UsageError
-from benchmark.data import load_tasks, split_hub_source
+from benchmark.data import load_languages, split_hub_source
 from benchmark.models import DEMO_MODEL, _tokenizer, load_base, resolve_commit
 from tests import hubcache
 from tests.conftest import CODET5_CONFIG, REPO, write_csn_tree
@@ -146,7 +146,7 @@ def test_a_local_folder_logs_a_content_digest_or_its_snapshot_commit(use_cache: 
 
 
 def test_offline_data_come_from_the_hub_cache_snapshot(use_cache: Path):
-    tasks = load_tasks(["python", "javascript"], DataConfig(source="hub", **TINY_DATA))
+    tasks = load_languages(["python", "javascript"], DataConfig(source="hub", **TINY_DATA))
     for lang, task in tasks.items():
         assert split_hub_source(task.source) == (
             hubcache.DATASET_REPO,
@@ -167,7 +167,7 @@ def test_the_hub_cache_route_gives_load_datasets_rows_in_load_datasets_order(
     import datasets.config
 
     config = DataConfig(source="hub", train_size=30, val_size=6, eval_size=6)
-    offline = load_tasks(["python", "javascript"], config)
+    offline = load_languages(["python", "javascript"], config)
     snapshot = _dataset_snapshot(use_cache)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub, "hub_commit", lambda *args: hubcache.DATASET_COMMIT)
@@ -175,7 +175,7 @@ def test_the_hub_cache_route_gives_load_datasets_rows_in_load_datasets_order(
         "benchmark.data._load_dataset",
         lambda name, lang, commit: datasets.load_dataset(str(snapshot), lang),
     )
-    online = load_tasks(["python", "javascript"], config)
+    online = load_languages(["python", "javascript"], config)
     for lang in ("python", "javascript"):
         assert online[lang].source.endswith("via load_dataset")
         assert [e.id for e in online[lang].train] == [e.id for e in offline[lang].train]
@@ -192,7 +192,7 @@ def test_without_the_hub_cache_datasets_own_cache_serves_quietly(
     from huggingface_hub import constants
 
     snapshot = _dataset_snapshot(use_cache)
-    expected = load_tasks(["python"], DataConfig(source="hub", **TINY_DATA))["python"]
+    expected = load_languages(["python"], DataConfig(source="hub", **TINY_DATA))["python"]
     cache_home = tmp_path / "home"
     hubcache.write_datasets_cache(cache_home, snapshot, ["python"])
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
@@ -201,7 +201,7 @@ def test_without_the_hub_cache_datasets_own_cache_serves_quietly(
     notices = [r.getMessage() for r in caplog.records if "latest cached" in r.getMessage()]
     assert len(notices) == 2  # what a plain load_dataset says, every time
     caplog.clear()
-    task = load_tasks(["python"], DataConfig(source="hub", **TINY_DATA))["python"]
+    task = load_languages(["python"], DataConfig(source="hub", **TINY_DATA))["python"]
     assert not [r for r in caplog.records if "latest cached" in r.getMessage()]
     assert split_hub_source(task.source) == (
         hubcache.DATASET_REPO,
@@ -218,7 +218,7 @@ def test_offline_with_neither_cache_says_how_to_fill_one(
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     with pytest.raises(UsageError) as info:
-        load_tasks(["python"], DataConfig(source="hub", **TINY_DATA))
+        load_languages(["python"], DataConfig(source="hub", **TINY_DATA))
     message = str(info.value)
     assert "hf download --repo-type dataset google/code_x_glue_ct_code_to_text" in message
     assert "data.source" in message and "\n" not in message
@@ -276,8 +276,8 @@ def test_local_models_and_data_never_ask_the_hub(
     monkeypatch.setattr(hub, "_unreachable", refuse)
     for name in ("demo", "tiny", f"config:{CODET5_CONFIG}", str(DEMO_MODEL)):
         load_base(ModelConfig(name=name))
-    load_tasks(["python"], DataConfig(source="sample", **TINY_DATA))
-    load_tasks(["python"], DataConfig(source=str(write_csn_tree(tmp_path)), **TINY_DATA))
+    load_languages(["python"], DataConfig(source="sample", **TINY_DATA))
+    load_languages(["python"], DataConfig(source=str(write_csn_tree(tmp_path)), **TINY_DATA))
 
 
 @pytest.mark.slow  # an interpreter and an MLflow store start: 15-30 s
@@ -379,7 +379,7 @@ def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(t
             )
             path = mlflow.artifacts.download_artifacts(
                 run_id=run.info.run_id,
-                artifact_path=f"eval/{language}_examples.json",
+                artifact_path=f"eval/generation/{language}_examples.json",
                 tracking_uri=env["MLFLOW_TRACKING_URI"],
             )
             table = json.loads(Path(path).read_text())

@@ -54,12 +54,12 @@ def children(store: str) -> dict[str, object]:
 
 
 def scores(run) -> dict[str, float]:
-    """The run's quality scores (`python/<metric>`), not its times, speeds or memory."""
+    """The run's quality scores (`generation/python/<metric>`), not its times, speeds or memory."""
     costs = ("_time_s", "_per_s", "peak_memory_mb")
     return {
         key: value
         for key, value in run.data.metrics.items()
-        if key.startswith("python/") and key.count("/") == 1 and not key.endswith(costs)
+        if key.startswith("generation/python/") and key.count("/") == 2 and not key.endswith(costs)
     }
 
 
@@ -103,7 +103,7 @@ def test_a_killed_child_is_a_failed_run_that_resumes(tmp_path: Path):
         found = re.search(r"child 0 \(lora seed 42\): pid (\d+)", line)
         pid = int(found.group(1)) if found else None
         assert time.monotonic() < deadline, "".join(lines)[-3000:]
-    while not list((tmp_path / "checkpoints").glob("*/python/step-00000002")):
+    while not list((tmp_path / "checkpoints").glob("*/generation/python/step-00000002")):
         assert time.monotonic() < deadline, "no checkpoint in 600 s"
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
@@ -125,4 +125,4 @@ def test_a_killed_child_is_a_failed_run_that_resumes(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = MlflowClient(store).get_run(run.info.run_id)
     assert resumed.info.status == "FINISHED" and resumed.data.tags[rec.RESUMES] == "1"
-    assert resumed.data.metrics["python/resumed_from_step"] >= 2
+    assert resumed.data.metrics["generation/python/resumed_from_step"] >= 2

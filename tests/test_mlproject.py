@@ -65,10 +65,13 @@ def test_mlflow_run_trains_and_logs_the_chosen_method(tmp_path: Path):
     assert params["train.epochs"] == "1" and params["data.train_size"] == "16"
     assert params["eval.max_new_tokens"] == "16" and params["data.val_size"] == "4"
     assert params["train.learning_rate"] == "0.001"
-    assert "python/bleu" in run.data.metrics and "python/pass_rate" in run.data.metrics
-    assert run.data.tags["python.model_uri"].startswith("models:/")  # the pyfunc model
-    tables = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
-    assert tables == {"eval/python_examples.json"}
+    assert (
+        "generation/python/bleu" in run.data.metrics
+        and "generation/python/pass_rate" in run.data.metrics
+    )
+    assert run.data.tags["generation.python.model_uri"].startswith("models:/")  # the pyfunc model
+    tables = {a.path for a in client.list_artifacts(run.info.run_id, "eval/generation")}
+    assert tables == {"eval/generation/python_examples.json"}
 
 
 def test_mlflow_run_with_an_unknown_method_fails_saying_which_exist(tmp_path: Path):

@@ -53,41 +53,45 @@ def test_each_model_holds_its_scores_on_its_dataset_and_latest_alias_follows_reg
     datasets = {i.dataset.name: i.dataset.digest for i in record.inputs.dataset_inputs}
     signed = [n for p in record.data.params if (n := rec.signature_of(p))]
     for lang in LANGUAGES:
-        scores = [n for n in signed if rec.metric(lang, n) in record.data.metrics]
+        scores = [n for n in signed if rec.metric("generation", lang, n) in record.data.metrics]
         assert {"bleu", "pass_rate", "edit_distance"} <= set(scores)
         linked = models[_model_name(lang)].metrics
         # Its own language's scores, each once, on its evaluation dataset; nothing else (the
         # run's other metrics, the other language's among them, are not this model's).
-        assert sorted(m.key for m in linked) == sorted(rec.metric(lang, n) for n in scores)
+        assert sorted(m.key for m in linked) == sorted(
+            rec.metric("generation", lang, n) for n in scores
+        )
         for m in linked:
             assert m.value == record.data.metrics[m.key]
             assert m.dataset_name == rec.dataset_name(lang, "evaluation")
             assert m.dataset_digest == datasets[m.dataset_name]
         # The run's own metric is as it was: one entry, not a second one for the link.
-        assert len(client.get_metric_history(first, rec.metric(lang, "bleu"))) == 1
+        assert len(client.get_metric_history(first, rec.metric("generation", lang, "bleu"))) == 1
     alias = rec.latest_alias("demo")
     assert alias == "latest-demo"
-    python_name = rec.registered_name("codegen", "python")
+    python_name = rec.registered_name("codegen", "generation/python")
     version = client.get_model_version_by_alias(python_name, alias)
     assert (str(version.version), version.run_id) == ("1", first)
-    assert version.source == f"models:/{models['python_model'].model_id}"
+    assert version.source == f"models:/{models['generation_python_model'].model_id}"
 
     second = run(make_config("none", "demo", overrides), register_as="codegen")
     for lang in LANGUAGES:
-        moved = client.get_model_version_by_alias(rec.registered_name("codegen", lang), alias)
+        moved = client.get_model_version_by_alias(
+            rec.registered_name("codegen", rec.scope("generation", lang)), alias
+        )
         assert (str(moved.version), moved.run_id) == ("2", second)
     # What the Models tab ranks by: the Python models, by their linked python/bleu.
     ranked = client.search_logged_models(
         [experiment],
-        filter_string="metrics.`python/bleu` >= 0",
-        order_by=[{"field_name": "metrics.python/bleu", "ascending": False}],
+        filter_string="metrics.`generation/python/bleu` >= 0",
+        order_by=[{"field_name": "metrics.generation/python/bleu", "ascending": False}],
     )
     assert sorted(m.source_run_id for m in ranked) == sorted([first, second])
-    assert {m.name for m in ranked} == {"python_model"}
+    assert {m.name for m in ranked} == {"generation_python_model"}
 
 
 def _model_name(language: str) -> str:
-    return f"{language}_model"  # the runner's (`runs:/<run id>/python_model`)
+    return rec.model_name("generation", language)  # the runner's
 
 
 class _Echo(mlflow.pyfunc.PythonModel):
@@ -104,6 +108,7 @@ def _log_run(method: str, predictions: str, register_as: str = "") -> str:
         mlflow.log_params(
             {
                 rec.LANGUAGES: rec.languages_param(list(LANGUAGES)),
+                rec.TASKS: rec.tasks_param({"generation": list(LANGUAGES)}),
                 rec.SEED: "42",
                 rec.TRAINABLE_PARAMS: "1000",
                 rec.TRAINABLE_SHARE: "0.01",
@@ -113,7 +118,8 @@ def _log_run(method: str, predictions: str, register_as: str = "") -> str:
             }
         )
         for lang in LANGUAGES:
-            registered = rec.registered_name(register_as, lang) if register_as else None
+            scope = rec.scope("generation", lang)
+            registered = rec.registered_name(register_as, scope) if register_as else None
             refs = REFS[lang]
             preds = PREDICTIONS[predictions](refs)
             table = pd.DataFrame(
@@ -122,21 +128,21 @@ def _log_run(method: str, predictions: str, register_as: str = "") -> str:
             for name in METRICS:
                 result = get_metric(name).compute(preds, refs, lang)
                 table[name] = result.per_example
-                mlflow.log_metric(rec.metric(lang, name), result.corpus)
-            mlflow.log_table(table, artifact_file=f"eval/{lang}_examples.json")
+                mlflow.log_metric(rec.metric("generation", lang, name), result.corpus)
+            mlflow.log_table(table, artifact_file=rec.examples_table("generation", lang))
             info = mlflow.pyfunc.log_model(
                 name=_model_name(lang),
                 python_model=_Echo(),
                 step=rec.MODEL_STEP,
                 registered_model_name=registered,
             )
-            mlflow.set_tag(rec.model_uri_tag(lang), info.model_uri)
+            mlflow.set_tag(rec.model_uri_tag("generation", lang), info.model_uri)
     return run.info.run_id
 
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory: pytest.TempPathFactory):
-    """Two methods' runs whose models are registered as codegen-<lang>, one store."""
+    """Two methods' runs whose models are registered as codegen-generation-<lang>, one store."""
     tmp = tmp_path_factory.mktemp("promote")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tracking_utils, "_tracking_uri", None)
@@ -160,7 +166,9 @@ def _compare(store: dict, *options: str) -> None:
 
 
 def _promoted(client: MlflowClient, lang: str, alias: str):
-    return client.get_model_version_by_alias(rec.registered_name("codegen", lang), alias)
+    return client.get_model_version_by_alias(
+        rec.registered_name("codegen", rec.scope("generation", lang)), alias
+    )
 
 
 def _newest_comparison(client: MlflowClient) -> str:
@@ -187,11 +195,14 @@ def test_promote_points_the_alias_at_the_best_method_by_the_metric(compared: dic
             assert version.run_id == runs[best], (metric, lang)
             assert version.tags[rec.PROMOTED_BY] == comparison
             assert version.tags[rec.PROMOTED_METRIC].startswith(f"{metric}=")
-        assert f"codegen-python@production -> version {version.version}" in capsys.readouterr().out
+        assert (
+            f"codegen-generation-python@production -> version {version.version}"
+            in capsys.readouterr().out
+        )
     # Without --promote-metric: the report's primary metric, BLEU.
     _compare(compared, "--promote", "candidate")
     by_bleu = {
-        method: client.get_run(run_id).data.metrics[rec.metric("python", "bleu")]
+        method: client.get_run(run_id).data.metrics[rec.metric("generation", "python", "bleu")]
         for method, run_id in runs.items()
     }
     assert by_bleu["lora"] != by_bleu["ffn_expansion"]
@@ -219,7 +230,7 @@ def test_an_unregistered_best_model_is_registered_only_under_a_given_name(
     # Promoted again under the same name: the version it has, not a second one.
     assert cli.main(["compare", *out, "--promote", "staging", "--register-as", "codegen"]) == 0
     assert str(_promoted(client, "python", "staging").version) == "1"
-    assert len(client.search_model_versions("name = 'codegen-python'")) == 1
+    assert len(client.search_model_versions("name = 'codegen-generation-python'")) == 1
 
 
 def _all_runs(client: MlflowClient) -> list:

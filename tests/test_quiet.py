@@ -122,15 +122,14 @@ def test_the_score_table_is_aligned_with_a_row_per_metric():
 def test_scores_are_read_from_the_metrics_a_run_evaluated():
     params = {"metric.bleu.signature": "b", "metric.humaneval.signature": "h", "train.seed": "1"}
     metrics = {
-        "python/bleu": 0.3,
-        "python/humaneval/pass@1": 0.1,
-        "python/train_time_s": 9.0,
-        "javascript/bleu": 0.2,
+        "generation/python/bleu": 0.3,
+        "generation/python/train_time_s": 9.0,
+        "generation/javascript/bleu": 0.2,
+        "humaneval/python/pass_at_1": 0.1,
+        "humaneval/python/generation_time_s": 4.0,
     }
-    assert console.scores_of(params, metrics, "python") == {
-        "bleu": 0.3,
-        "humaneval/pass@1": 0.1,
-    }
+    assert console.scores_of(params, metrics, "generation/python") == {"bleu": 0.3}
+    assert console.scores_of(params, metrics, "humaneval/python") == {"pass_at_1": 0.1}
 
 
 def test_only_the_known_third_party_warning_is_silenced(monkeypatch: pytest.MonkeyPatch):
@@ -209,9 +208,9 @@ def test_a_small_suite_log_is_quiet_and_says_where_it_stands(tmp_path: Path):
     ]
     assert "about" in started[1] and "left" in started[1]  # an estimate once a run finished
     assert len([line for line in lines if ": FINISHED in " in line]) == 2
-    train = [line for line in lines if line.startswith("python train: ")]
+    train = [line for line in lines if line.startswith("generation/python train: ")]
     assert 1 <= len(train) <= 5  # plain lines, a few per bar
-    table = log.split("python scores:\n", 1)[1].splitlines()
+    table = log.split("generation/python scores:\n", 1)[1].splitlines()
     assert table[0].split() == ["metric", "lora", "none"]
     assert any(row.split()[0] == "bleu" and len(row.split()) == 3 for row in table)
     assert f"report: {out / 'comparison.html'}" in log and (out / "comparison.md").is_file()
@@ -226,8 +225,8 @@ def test_a_small_run_ends_with_its_scores_and_verbose_shows_the_rest(tmp_path: P
     assert done.returncode == 0, done.stdout
     assert [line for line in done.stdout.splitlines() if any(w in line for w in NOISE)] == []
     table = done.stdout.split("scores of lora (", 1)[1].splitlines()[1:]
-    assert table[0].split() == ["metric", "python"]
-    assert "python/{" not in done.stdout  # no metrics as a raw dict
+    assert table[0].split() == ["metric", "generation/python"]
+    assert "generation/python/{" not in done.stdout  # no metrics as a raw dict
     verbose = _cli(tmp_path, "-v", "run", "--method", "lora", *TINY)
     assert verbose.returncode == 0, verbose.stdout
     assert "INFO mlflow" in verbose.stdout  # -v hides nothing

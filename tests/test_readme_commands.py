@@ -41,9 +41,9 @@ def test_serve_and_generate_work_as_written_without_the_venv_on_path(
     demo_run: dict, venv_python: Path, tmp_path: Path
 ):
     env = fresh_shell(demo_run["uri"])
-    uri = f"runs:/{demo_run['run_id']}/python_model"
+    uri = f"runs:/{demo_run['run_id']}/generation_python_model"
     port = free_port()
-    # README: .venv/bin/python -m benchmark serve -m runs:/<run_id>/python_model -p 5001
+    # README: .venv/bin/python -m benchmark serve -m runs:/<run_id>/generation_python_model -p 5001
     command = [".venv/bin/python", "-m", "benchmark", "serve", "-m", uri, "-p", str(port)]
     log = tmp_path / "serve.log"
     proc = subprocess.Popen(
@@ -73,7 +73,8 @@ def test_serve_and_generate_work_as_written_without_the_venv_on_path(
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
 
-    # README: .venv/bin/python -m benchmark generate --model-uri runs:/<run_id>/python_model "..."
+    # README: .venv/bin/python -m benchmark generate --model-uri \
+    #     runs:/<run_id>/generation_python_model "..."
     done = subprocess.run(
         [".venv/bin/python", "-m", "benchmark", "generate", "--model-uri", uri,
          "--max-new-tokens", "8", "Return the sum of a list of numbers."],
@@ -85,7 +86,7 @@ def test_serve_and_generate_work_as_written_without_the_venv_on_path(
 
 def test_serve_refuses_a_public_address_unless_a_proxy_guards_it(venv_python: Path):
     done = subprocess.run(
-        [".venv/bin/python", "-m", "benchmark", "serve", "-m", "runs:/x/python_model",
+        [".venv/bin/python", "-m", "benchmark", "serve", "-m", "runs:/x/generation_python_model",
          "--host", "0.0.0.0"],
         cwd=REPO, env=fresh_shell("sqlite:///unused.db"), capture_output=True, text=True,
         timeout=300,

@@ -42,7 +42,7 @@ def run_cli(cwd: Path, env: dict, *extra: str) -> str:
 
 
 def predictions(client: MlflowClient, run_id: str, language: str, tmp: Path) -> list[str]:
-    path = client.download_artifacts(run_id, f"eval/{language}_examples.json", str(tmp))
+    path = client.download_artifacts(run_id, f"eval/generation/{language}_examples.json", str(tmp))
     table = json.loads(Path(path).read_text())
     return pd.DataFrame(table["data"], columns=table["columns"])["prediction"].tolist()
 
@@ -63,7 +63,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     checkpoints = tmp_path / "checkpoints"
     deadline = time.monotonic() + 600
     try:
-        while not list(checkpoints.glob("*/javascript/step-00000008")):
+        while not list(checkpoints.glob("*/generation/javascript/step-00000008")):
             assert proc.poll() is None, proc.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no javascript checkpoint in 600 s"
             time.sleep(0.05)
@@ -87,7 +87,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     assert resumed.info.status == "FINISHED"
     assert not run_folder.exists()  # a finished run keeps no checkpoints
     assert resumed.data.tags["resumes"] == "1"
-    assert resumed.data.metrics["javascript/resumed_from_step"] >= 8
+    assert resumed.data.metrics["generation/javascript/resumed_from_step"] >= 8
 
     (tmp_path / "ref").mkdir()
     # "run <id> finished: ..." closes the output, after the score table.
@@ -98,11 +98,11 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
             client, reference_id, language, tmp_path / "b"
         )
         for name in ("bleu", "codebleu", "pass_rate", "edit_similarity", "final_train_loss"):
-            key = f"{language}/{name}"
+            key = f"generation/{language}/{name}"
             assert resumed.data.metrics[key] == reference.data.metrics[key], key
         # Every step of the curve is logged once, with the uninterrupted run's values.
-        history = client.get_metric_history(run_id, f"{language}/train/loss")
-        expected = client.get_metric_history(reference_id, f"{language}/train/loss")
+        history = client.get_metric_history(run_id, f"generation/{language}/train/loss")
+        expected = client.get_metric_history(reference_id, f"generation/{language}/train/loss")
         assert sorted(m.step for m in history) == list(range(1, 33))
         assert {m.step: m.value for m in history} == {m.step: m.value for m in expected}
     # The resume continued the killed run: no third run was made.

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 
 def _table(client: MlflowClient, run_id: str, language: str, tmp: Path) -> pd.DataFrame:
-    path = client.download_artifacts(run_id, f"eval/{language}_examples.json", str(tmp))
+    path = client.download_artifacts(run_id, f"eval/generation/{language}_examples.json", str(tmp))
     payload = json.loads(Path(path).read_text())
     return pd.DataFrame(payload["data"], columns=payload["columns"])
 
@@ -46,12 +46,12 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
             "final_val_loss",
             "trained_weights_bytes",
         ):
-            assert f"{lang}/{key}" in metrics, f"{lang}/{key}"
+            assert f"generation/{lang}/{key}" in metrics, f"generation/{lang}/{key}"
         assert len(params[f"data.{lang}.fingerprint"]) == 64
         assert params[f"data.{lang}.train_examples"] == "32"
         # the demo trains on whole functions only; the fixture's are all shorter than 128 tokens
-        assert params[f"data.{lang}.trained_examples"] == "32"
-        history = client.get_metric_history(run_id, f"{lang}/train/loss")
+        assert params[f"generation.{lang}.trained_examples"] == "32"
+        history = client.get_metric_history(run_id, f"generation/{lang}/train/loss")
         assert [m.step for m in history] == [1, 2, 3, 4]
     assert len(client.get_metric_history(run_id, "train/loss")) == 8
     for key in (
@@ -86,10 +86,12 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
     # The logged model carries the project's code, but not a second copy of the demo's weights
     # and tokenizer: the bundle holds the base and tokenizer it needs.
     local = Path(
-        mlflow.artifacts.download_artifacts(tags["python.model_uri"], dst_path=str(tmp_path))
+        mlflow.artifacts.download_artifacts(
+            tags["generation.python.model_uri"], dst_path=str(tmp_path)
+        )
     )
     files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
-    assert {"code/benchmark/runner.py", "code/methods/lora.py", "code/metrics/bleu.py"} <= files
+    assert {"code/benchmark/runner.py", "code/methods/lora.py", "code/tasks/generation.py"} <= files
     assert not any(f.startswith("code/benchmark/assets/") or "__pycache__" in f for f in files)
     assert {
         "artifacts/bundle/base/model.safetensors",
@@ -97,7 +99,7 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
     } <= files
 
     # The logged model, rebuilt in this process, generates exactly what training generated.
-    model = mlflow.pyfunc.load_model(tags["python.model_uri"])
+    model = mlflow.pyfunc.load_model(tags["generation.python.model_uri"])
     predicted = model.predict(pd.DataFrame({"prompt": table["docstring"].tolist()}))
     assert predicted["code"].tolist() == table["prediction"].tolist()
 
@@ -140,40 +142,50 @@ def test_seed_preset_path_on_local_hf_parquet_and_codet5_shape(mlflow_store: str
     assert config.train.batch_size == 8 and config.train.learning_rate == pytest.approx(1e-4)
     run_id = run(config)
     record = MlflowClient().get_run(run_id)
-    assert record.data.metrics["python/train_steps"] == 2
+    assert record.data.metrics["generation/python/train_steps"] == 2
     assert record.data.params["trainable_params"] == "1769472"
     assert record.data.params["total_params"] == str(60_492_288 + 1_769_472)
-    assert "python/bleu" in record.data.metrics
+    assert "generation/python/bleu" in record.data.metrics
 
 
-def test_humaneval_task_and_model_registration(mlflow_store: str, csn_tree: Path):
+def test_humaneval_task_and_model_registration(mlflow_store: str, csn_tree: Path, tmp_path: Path):
     from tests.conftest import SMALL_RUN
 
     overrides = {
         **SMALL_RUN,
         "data.source": str(csn_tree),
         "languages": "python",
-        "eval.humaneval": "true",
-        "eval.humaneval_limit": "3",
-        "eval.humaneval_samples": "2",
+        "tasks": "generation,humaneval",
+        "eval.problem_limit": "3",
+        "eval.samples": "2",
         "eval.max_new_tokens": "8",
     }
     run_id = run(make_config("lora", "demo", overrides), register_as="codegen")
     client = MlflowClient()
     record = client.get_run(run_id)
-    version = client.get_latest_versions("codegen-python")[0]
+    version = client.get_latest_versions("codegen-generation-python")[0]
     assert version.run_id == run_id
-    assert record.data.metrics["python/humaneval/problems"] == 3
-    assert 0.0 <= record.data.metrics["python/humaneval/pass_at_1"] <= 1.0
-    assert "pass_at_10" not in " ".join(record.data.metrics)  # k > n is not estimable
+    metrics = record.data.metrics
+    assert metrics["humaneval/python/problems"] == 3
+    assert 0.0 <= metrics["humaneval/python/pass_at_1"] <= 1.0
+    assert "pass_at_10" not in " ".join(metrics)  # k > n is not estimable
     assert "sandbox" in record.data.params["metric.humaneval.signature"]
+    assert json.loads(record.data.params["run.tasks"]) == {
+        "generation": ["python"],
+        "humaneval": ["python"],
+    }
+    path = client.download_artifacts(run_id, "eval/humaneval/python_examples.json", str(tmp_path))
+    payload = json.loads(Path(path).read_text())
+    problems = pd.DataFrame(payload["data"], columns=payload["columns"])
+    assert problems["id"].tolist() == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert problems["pass_at_1"].mean() == pytest.approx(metrics["humaneval/python/pass_at_1"])
 
 
 def test_long_targets_are_left_out_of_training_but_not_of_evaluation(
     mlflow_store: str, tmp_path: Path
 ):
     from benchmark.config import UsageError
-    from benchmark.data import load_tasks
+    from benchmark.data import load_languages
     from benchmark.models import DEMO_MODEL, _tokenizer
     from benchmark.training import fitting
     from tests.conftest import SMALL_RUN
@@ -186,19 +198,19 @@ def test_long_targets_are_left_out_of_training_but_not_of_evaluation(
     }
     config = make_config("lora", "demo", overrides)
     assert config.data.skip_long_targets  # the demo preset's setting
-    train = load_tasks(["python"], config.data)["python"].train
+    train = load_languages(["python"], config.data)["python"].train
     kept = fitting(train, _tokenizer(str(DEMO_MODEL)), 64)
     assert 0 < len(kept) < len(train) == 24  # the bundled sample has both kinds
     run_id = run(config)
     client = MlflowClient()
     params = client.get_run(run_id).data.params
     assert params["data.python.train_examples"] == "24"
-    assert params["data.python.trained_examples"] == str(len(kept))
-    steps = client.get_metric_history(run_id, "python/train/loss")
+    assert params["generation.python.trained_examples"] == str(len(kept))
+    steps = client.get_metric_history(run_id, "generation/python/train/loss")
     assert len(steps) == -(-len(kept) // 8)  # one epoch of batches of 8 over the kept pairs
     assert len(_table(client, run_id, "python", tmp_path)) == 6  # every eval example
 
-    with pytest.raises(UsageError, match="no python training pair fits"):
+    with pytest.raises(UsageError, match="no generation/python training pair fits"):
         run(make_config("lora", "demo", {**overrides, "data.max_target_length": "2"}))
 
 
@@ -207,7 +219,7 @@ def test_generate_command_decodes_as_the_run_evaluated(demo_run: dict, tmp_path:
 
     mlflow.set_tracking_uri(demo_run["uri"])
     client = MlflowClient()
-    uri = client.get_run(demo_run["run_id"]).data.tags["python.model_uri"]
+    uri = client.get_run(demo_run["run_id"]).data.tags["generation.python.model_uri"]
     row = _table(client, demo_run["run_id"], "python", tmp_path).iloc[0]
     # No decoding flags: the model's own (4 beams, length penalty 2, the run's token cap), so the
     # code is the one the evaluation scored.
@@ -224,7 +236,7 @@ def test_generate_command_decodes_as_the_run_evaluated(demo_run: dict, tmp_path:
 
 
 def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp_path: Path):
-    from benchmark.data import load_tasks
+    from benchmark.data import load_languages
     from benchmark.evaluation import generate
     from benchmark.models import load_base
     from tests.conftest import SMALL_RUN
@@ -234,11 +246,11 @@ def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp
     client = MlflowClient()
     record = client.get_run(run_id)
     assert record.data.params["trainable_params"] == "0"
-    assert not client.get_metric_history(run_id, "python/train/loss")
-    assert "python/train_time_s" not in record.data.metrics  # no training cost to report
+    assert not client.get_metric_history(run_id, "generation/python/train/loss")
+    assert "generation/python/train_time_s" not in record.data.metrics  # no training cost to report
     # Its predictions are the untouched base's, decoded as the preset decodes.
     base, tokenizer, _ = load_base(config.model)
-    examples = load_tasks(["python"], config.data)["python"].evaluation
+    examples = load_languages(["python"], config.data)["python"].evaluation
     expected = generate(
         base,
         tokenizer,
@@ -251,6 +263,6 @@ def test_none_trains_nothing_and_scores_the_base_as_it_is(mlflow_store: str, tmp
     )
     assert _table(client, run_id, "python", tmp_path)["prediction"].tolist() == expected
     # The logged model serves the same base: its bundle holds no trained tensor.
-    served = mlflow.pyfunc.load_model(record.data.tags["python.model_uri"])
+    served = mlflow.pyfunc.load_model(record.data.tags["generation.python.model_uri"])
     prompts = pd.DataFrame({"prompt": [ex.docstring for ex in examples[:2]]})
     assert served.predict(prompts)["code"].tolist() == expected[:2]

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 def _examples(client: MlflowClient, run_id: str, name: str, tmp: Path) -> pd.DataFrame:
-    path = client.download_artifacts(run_id, f"eval/{name}_examples.json", str(tmp))
+    path = client.download_artifacts(run_id, f"eval/generation/{name}_examples.json", str(tmp))
     payload = json.loads(Path(path).read_text())
     return pd.DataFrame(payload["data"], columns=payload["columns"])
 
@@ -39,19 +39,27 @@ def test_sequential_scores_and_forgetting_are_recomputable(
     references = python_eval["reference"].tolist()
     bleu = metrics.get_metric("bleu")
 
-    after_python = mlflow.pyfunc.load_model(f"runs:/{run_id}/python_model").predict(prompts)
+    after_python = mlflow.pyfunc.load_model(f"runs:/{run_id}/generation_python_model").predict(
+        prompts
+    )
     recomputed_after = bleu.compute(after_python["code"].tolist(), references, "python").corpus
-    assert recomputed_after == pytest.approx(logged["python/bleu"], abs=1e-9)
+    assert recomputed_after == pytest.approx(logged["generation/python/bleu"], abs=1e-9)
 
-    after_all = mlflow.pyfunc.load_model(f"runs:/{run_id}/javascript_model").predict(prompts)
+    after_all = mlflow.pyfunc.load_model(f"runs:/{run_id}/generation_javascript_model").predict(
+        prompts
+    )
     recomputed_final = bleu.compute(after_all["code"].tolist(), references, "python").corpus
-    assert recomputed_final == pytest.approx(logged["final/python/bleu"], abs=1e-9)
+    assert recomputed_final == pytest.approx(logged["final/generation/python/bleu"], abs=1e-9)
 
-    assert logged["forgetting/python/bleu"] == pytest.approx(recomputed_after - recomputed_final)
-    assert logged["bwt/bleu"] == pytest.approx(-logged["forgetting/python/bleu"])
+    assert logged["forgetting/generation/python/bleu"] == pytest.approx(
+        recomputed_after - recomputed_final
+    )
+    assert logged["bwt/generation/bleu"] == pytest.approx(
+        -logged["forgetting/generation/python/bleu"]
+    )
     # The last language is scored once, right after its own training: nothing to forget.
-    assert "forgetting/javascript/bleu" not in logged
-    assert "javascript/bleu" in logged
+    assert "forgetting/generation/javascript/bleu" not in logged
+    assert "generation/javascript/bleu" in logged
 
 
 def test_forward_transfer_uses_the_fresh_run_of_the_same_method(mlflow_store: str, csn_tree: Path):
@@ -63,7 +71,7 @@ def test_forward_transfer_uses_the_fresh_run_of_the_same_method(mlflow_store: st
     seq = client.get_run(seq_id)
     assert seq.data.params["fwt.reference_run"] == fresh_id
     for lang in ("javascript", "python"):
-        expected = seq.data.metrics[f"{lang}/bleu"] - fresh[f"{lang}/bleu"]
-        assert seq.data.metrics[f"fwt/{lang}/bleu"] == pytest.approx(expected)
+        expected = seq.data.metrics[f"generation/{lang}/bleu"] - fresh[f"generation/{lang}/bleu"]
+        assert seq.data.metrics[f"fwt/generation/{lang}/bleu"] == pytest.approx(expected)
     # The first language sees the same seed, data and model either way: no transfer yet.
-    assert seq.data.metrics["fwt/javascript/bleu"] == pytest.approx(0.0, abs=1e-9)
+    assert seq.data.metrics["fwt/generation/javascript/bleu"] == pytest.approx(0.0, abs=1e-9)

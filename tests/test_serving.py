@@ -26,7 +26,7 @@ slow = pytest.mark.slow
 def serve(demo_run: dict, mlflow_cli: bool):
     port = free_port()
     log = demo_run["root"] / ("serve-mlflow.log" if mlflow_cli else "serve.log")
-    model_uri = f"runs:/{demo_run['run_id']}/python_model"
+    model_uri = f"runs:/{demo_run['run_id']}/generation_python_model"
     proc = start_server(model_uri, port, log, tracking_uri=demo_run["uri"], mlflow_cli=mlflow_cli)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -353,7 +353,7 @@ def test_the_served_model_batched_answers_each_call_as_alone(demo_run: dict):
     import mlflow
 
     mlflow.set_tracking_uri(demo_run["uri"])  # the store the shared run is in
-    model = mlflow.pyfunc.load_model(f"runs:/{demo_run['run_id']}/python_model")
+    model = mlflow.pyfunc.load_model(f"runs:/{demo_run['run_id']}/generation_python_model")
     for params in ({"num_beams": 1, "max_new_tokens": 16}, {"max_new_tokens": 16}):
         alone = [model.predict(frame(p), params=params)["code"][0] for p in CONCURRENT]
         held = HeldModel(model)

@@ -62,10 +62,10 @@ def test_a_failing_method_is_recorded_and_the_suite_goes_on(
     failed = client.get_run(entries[0].run_id)
     assert failed.info.status == "FAILED" and "config_file" in failed.data.tags["error"]
     finished = client.get_run(entries[1].run_id)
-    assert "python/bleu" in finished.data.metrics
+    assert "generation/python/bleu" in finished.data.metrics
     # The machine's load while lora trained, for the report to mark costs under contention.
-    assert finished.data.metrics["python/train/load_avg"] >= 0
-    assert finished.data.metrics["python/train/cpu_count"] >= 1
+    assert finished.data.metrics["generation/python/train/load_avg"] >= 0
+    assert finished.data.metrics["generation/python/train/cpu_count"] >= 1
     progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
     expected = [
         r"\[1/2\] peft seed 42: started \(elapsed \S+\)",

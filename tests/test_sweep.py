@@ -128,7 +128,7 @@ def test_a_sweep_keeps_each_table_to_one_point_and_draws_the_curves(sweep_store)
     report, out = sweep_store
     # The tables: one run per method (the point with the largest size, then the newest), and
     # no run of another point counted as a re-run of the same method and seed.
-    assert "## python\n\n2 runs, 2 methods;" in report
+    assert "## generation/python\n\n2 runs, 2 methods;" in report
     assert "re-run of" not in report
     sweep = report.split("## Sweep", 1)[1].split("## Left out", 1)[0]
     assert "The method tables above are at n=16, base " in sweep
@@ -143,9 +143,9 @@ def test_a_sweep_keeps_each_table_to_one_point_and_draws_the_curves(sweep_store)
         if line is not clear:
             assert "(tied)" in line and "p=1.000" in line
     assert "`lora` is best at n=16, base large (significantly)" in sweep
-    assert (out / "sweep_python.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert png_width(out / "sweep_python.png") > 1200  # two panels: against size and base
-    assert "![python: quality along the sweep](sweep_python.png)" in sweep
+    assert (out / "sweep_generation_python.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png_width(out / "sweep_generation_python.png") > 1200  # two panels: size and base
+    assert "![generation/python: quality along the sweep](sweep_generation_python.png)" in sweep
 
 
 def png_width(path: Path) -> int:
@@ -187,12 +187,12 @@ def test_a_tiny_sweep_through_the_suite(mlflow_store: str, csn_tree: Path, tmp_p
         assert run.info.run_name == f"{method} seed 42 n={size}"
         assert run.data.params[rec.train_examples_param("python")] == size
     report = (out / "comparison.md").read_text()
-    assert "## python\n\n2 runs, 2 methods;" in report  # the n=32 point only
+    assert "## generation/python\n\n2 runs, 2 methods;" in report  # the n=32 point only
     sweep = report.split("## Sweep", 1)[1].split("## Left out", 1)[0]
     winners = [line for line in sweep.splitlines() if re.match(r"\| n=\d+ \| bleu \|", line)]
     assert [line.split("|")[1].strip() for line in winners] == ["n=8", "n=16", "n=32"]
-    assert png_width(out / "sweep_python.png") < 1000  # one panel: only the size is swept
-    assert "](sweep_python.png)" in sweep
+    assert png_width(out / "sweep_generation_python.png") < 1000  # one panel: only the size
+    assert "](sweep_generation_python.png)" in sweep
     assert "python, bleu: " in sweep
 
 

@@ -120,9 +120,9 @@ def test_demo_run_logs_to_a_server_and_its_model_loads_back(
     overrides = {**SMALL_RUN, "data.source": str(csn_tree), "languages": "python"}
     run_id = run(make_config("lora", "demo", overrides))
     record = MlflowClient().get_run(run_id)
-    assert record.info.status == "FINISHED" and "python/bleu" in record.data.metrics
+    assert record.info.status == "FINISHED" and "generation/python/bleu" in record.data.metrics
     assert record.info.artifact_uri.startswith("mlflow-artifacts:")
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/python_model")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/generation_python_model")
     answer = model.predict(pd.DataFrame({"prompt": ["Return the sum of the values."]}))
     assert isinstance(answer["code"][0], str)
     assert not (tmp_path / "mlruns").exists()

@@ -74,6 +74,7 @@ def _log_run(
         )
         params = {
             rec.LANGUAGES: rec.languages_param(list(languages)),
+            rec.TASKS: rec.tasks_param({"generation": list(languages)}),
             rec.SEED: str(seed),
             rec.TRAINABLE_PARAMS: "49152",
             rec.TRAINABLE_SHARE: "0.0247",
@@ -90,31 +91,32 @@ def _log_run(
     with mlflow.start_run(run_id=run.info.run_id):
         for lang in languages:
             table, corpus = _table(lang, correct)
-            mlflow.log_table(table, artifact_file=f"eval/{lang}_examples.json")
-            values = {rec.metric(lang, name): value for name, value in corpus.items()}
+            mlflow.log_table(table, artifact_file=rec.examples_table("generation", lang))
+            values = {rec.metric("generation", lang, name): value for name, value in corpus.items()}
             values |= {
-                rec.metric(lang, "train_time_s"): train_time,
-                rec.metric(lang, "peak_memory_mb"): 1400.0,
-                rec.metric(lang, "tokens_per_s"): 9800.0,
-                rec.metric(lang, "samples_per_s"): 60.0,
-                rec.metric(lang, "skipped_steps"): 0.0,
-                rec.metric(lang, "trained_weights_bytes"): 203_000.0,
-                rec.metric(lang, "generation_time_s"): 4.0,
+                rec.metric("generation", lang, "train_time_s"): train_time,
+                rec.metric("generation", lang, "peak_memory_mb"): 1400.0,
+                rec.metric("generation", lang, "tokens_per_s"): 9800.0,
+                rec.metric("generation", lang, "samples_per_s"): 60.0,
+                rec.metric("generation", lang, "skipped_steps"): 0.0,
+                rec.metric("generation", lang, "trained_weights_bytes"): 203_000.0,
+                rec.metric("generation", lang, "generation_time_s"): 4.0,
             }
             if load is not None:  # the machine's load average during training, and its CPUs
                 values |= {
-                    rec.metric(lang, rec.LOAD_AVERAGE): load[0],
-                    rec.metric(lang, rec.CPU_COUNT): load[1],
+                    rec.metric("generation", lang, rec.LOAD_AVERAGE): load[0],
+                    rec.metric("generation", lang, rec.CPU_COUNT): load[1],
                 }
             if protocol == "sequential" and lang == "python":
                 values |= {
-                    rec.final_metric("python", "bleu"): corpus["bleu"] / 2,
-                    rec.forgetting_metric("python", "bleu"): corpus["bleu"] / 2,
-                    rec.backward_transfer_metric("bleu"): -corpus["bleu"] / 2,
+                    rec.final_metric("generation", "python", "bleu"): corpus["bleu"] / 2,
+                    rec.forgetting_metric("generation", "python", "bleu"): corpus["bleu"] / 2,
+                    rec.backward_transfer_metric("generation", "bleu"): -corpus["bleu"] / 2,
                 }
             mlflow.log_metrics(values)
             for step in range(1, 6):
-                mlflow.log_metric(f"{lang}/train/loss", 4.0 / step + 0.1 * seed % 3, step=step)
+                key = rec.metric("generation", lang, "train/loss")
+                mlflow.log_metric(key, 4.0 / step + 0.1 * seed % 3, step=step)
     return run.info.run_id
 
 
@@ -171,14 +173,14 @@ def test_one_row_per_method_per_language(store):
     }
     for language, methods in expected.items():
         for table in ("costs", "quality"):
-            rows = _table_rows(_section(text, f"### {language}: {table}"))
+            rows = _table_rows(_section(text, f"### generation/{language}: {table}"))
             assert [r[0] for r in rows] == methods, (language, table)
     assert "bogus" not in text and store["ids"]["old_comparison"] not in text
 
 
 def test_every_metric_has_an_interval_and_the_corpus_value(store):
     text = (store["out"] / "comparison.md").read_text()
-    rows = _table_rows(_section(text, "### python: quality"))
+    rows = _table_rows(_section(text, "### generation/python: quality"))
     for row in rows:
         assert len(row) == 4  # method, bleu, edit_distance, exact_match
         for cell in row[1:]:
@@ -191,22 +193,25 @@ def test_every_metric_has_an_interval_and_the_corpus_value(store):
 
 def test_seeds_are_pooled_with_mean_and_std(store):
     text = (store["out"] / "comparison.md").read_text()
-    costs = _table_rows(_section(text, "### python: costs"))
+    costs = _table_rows(_section(text, "### generation/python: costs"))
     full = next(r for r in costs if r[0] == "full_layer")
     assert full[1] == "42, 43" and "11 ± 1" in full
-    quality = _table_rows(_section(text, "### python: quality"))
+    quality = _table_rows(_section(text, "### generation/python: quality"))
     assert "seeds" in next(r for r in quality if r[0] == "full_layer")[1]
 
 
 def test_significance_marks_a_clear_difference_and_not_an_identical_one(store):
     text = (store["out"] / "comparison.md").read_text()
     for language in ("python", "javascript"):
-        quality = {r[0]: r for r in _table_rows(_section(text, f"### {language}: quality"))}
+        quality = {
+            r[0]: r for r in _table_rows(_section(text, f"### generation/{language}: quality"))
+        }
         assert all("▲*" in cell for cell in quality["ffn_expansion"][1:])  # all 3 metrics
         assert not any("*" in cell for cell in quality["full_layer"][1:])
         assert not any("*" in cell for cell in quality["lora"][1:])  # the reference itself
         diffs = {
-            r[0]: r for r in _table_rows(_section(text, f"### {language}: difference from lora"))
+            r[0]: r
+            for r in _table_rows(_section(text, f"### generation/{language}: difference from lora"))
         }
         assert set(diffs) == set(quality) - {"lora"}
         assert "+0.5*" in diffs["ffn_expansion"][3]  # exact_match 1.0 vs 0.5
@@ -223,7 +228,7 @@ def test_left_out_runs_are_listed_with_the_reason(store):
         for run in ids
         if ids[run] in left
     }
-    assert "data fingerprint of python differs" in lines["other_data"]
+    assert "data fingerprint of generation/python differs" in lines["other_data"]
     assert "metric signature differs: exact_match" in lines["other_signature"]
     assert "preset 'seed'" in lines["other_preset"]
     assert "FAILED" in lines["failed"] and "CUDA out of memory" in lines["failed"]
@@ -231,14 +236,14 @@ def test_left_out_runs_are_listed_with_the_reason(store):
         assert kept not in lines
     assert "sequential" not in lines  # in the forgetting table instead
     # A left-out run is never beside the others.
-    quality = _section(text, "### python: quality")
+    quality = _section(text, "### generation/python: quality")
     assert quality.count("| hybrid") == 1
 
 
 def test_forgetting_table_for_sequential_runs(store):
     text = (store["out"] / "comparison.md").read_text()
     rows = _table_rows(_section(text, "## Forgetting (sequential protocol)"))
-    assert [r[:3] for r in rows] == [["lora", "python", "1"]]
+    assert [r[:3] for r in rows] == [["lora", "generation/python", "1"]]
     assert "→" in rows[0][3]
     assert (store["out"] / "forgetting.png").is_file()
 
@@ -250,7 +255,12 @@ def test_html_is_self_contained(store):
     assert all(ref.startswith("data:") or ref.startswith("#") for ref in references)
     assert "<link" not in page and "<script" not in page and "url(" not in page
     assert "@import" not in page
-    for png in ("metrics_python", "pareto_python", "loss_python", "metrics_javascript"):
+    for png in (
+        "metrics_generation_python",
+        "pareto_generation_python",
+        "loss_generation_python",
+        "metrics_generation_javascript",
+    ):
         assert (store["out"] / f"{png}.png").is_file()
     # The same tables as the markdown.
     markdown = (store["out"] / "comparison.md").read_text()
@@ -260,7 +270,7 @@ def test_html_is_self_contained(store):
 def test_markdown_links_the_plots_relatively(store):
     text = (store["out"] / "comparison.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert "metrics_python.png" in links and "forgetting.png" in links
+    assert "metrics_generation_python.png" in links and "forgetting.png" in links
     assert all((store["out"] / link).is_file() for link in links)
 
 
@@ -274,7 +284,7 @@ def test_comparison_is_logged_as_its_own_run(store):
     runs = [r for r in runs if "method" not in r.data.tags]  # not the planted old one
     assert len(runs) == 1
     names = {Path(a.path).name for a in client.list_artifacts(runs[0].info.run_id, "comparison")}
-    assert {"comparison.md", "comparison.html", "metrics_python.png"} <= names
+    assert {"comparison.md", "comparison.html", "metrics_generation_python.png"} <= names
     assert store["ids"]["ffn_expansion"] in runs[0].data.tags["compared_runs"]
 
 
@@ -328,7 +338,7 @@ def test_readme_plot_script_copies_the_main_plot(store, tmp_path):
     argv += ["--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
     assert module.main(argv) == 0
     assert (tmp_path / "docs" / "demo-metrics-python.png").read_bytes() == (
-        tmp_path / "out" / "metrics_python.png"
+        tmp_path / "out" / "metrics_generation_python.png"
     ).read_bytes()
 
 
@@ -365,10 +375,12 @@ def reruns(tmp_path_factory: pytest.TempPathFactory):
 
 def test_a_rerun_of_the_same_method_and_seed_counts_once(reruns):
     """The newest run of lora seed 42 is the one shown; the first is under Left out."""
-    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: costs"))}
+    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### generation/python: costs"))}
     assert costs["lora"][1] == "42"  # not "42, 42"
     assert costs["lora"][5].startswith("409")  # the newer run's train time, not a mean
-    quality = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: quality"))}
+    quality = {
+        r[0]: r for r in _table_rows(_section(reruns["text"], "### generation/python: quality"))
+    }
     assert quality["lora"][3].startswith("0.5 ")  # exact_match of the newer run (HALF)
     assert "seeds" not in quality["lora"][1]  # one seed: no mean ± std across "seeds"
     left = reruns["text"].split("## Left out", 1)[1]
@@ -378,7 +390,7 @@ def test_a_rerun_of_the_same_method_and_seed_counts_once(reruns):
 
 
 def test_without_a_reference_the_methods_are_tested_against_the_base(reruns):
-    assert "### python: difference from none" in reruns["text"]
+    assert "### generation/python: difference from none" in reruns["text"]
     assert "difference from lora" not in reruns["text"]
 
 
@@ -398,8 +410,8 @@ def test_the_default_reference_is_one_rule_for_the_suite_and_compare():
 
 
 def test_costs_measured_on_a_busy_machine_are_marked(reruns):
-    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### python: costs"))}
-    section = _section(reruns["text"], "### python: costs")
+    costs = {r[0]: r for r in _table_rows(_section(reruns["text"], "### generation/python: costs"))}
+    section = _section(reruns["text"], "### generation/python: costs")
     header = next(line for line in section.splitlines() if line.startswith("| method"))
     titles = [cell.strip() for cell in header.strip("|").split(" | ")]
     marked = [title for title, cell in zip(titles, costs["lora"]) if cell.endswith(" †")]
@@ -409,4 +421,4 @@ def test_costs_measured_on_a_busy_machine_are_marked(reruns):
     note = next(line for line in reruns["text"].splitlines() if line.startswith("† "))
     assert "measured under contention" in note and "lora: load 5.9 on 2 CPUs" in note
     assert "full_layer" not in note
-    assert (reruns["out"] / "pareto_python.png").is_file()
+    assert (reruns["out"] / "pareto_generation_python.png").is_file()
