@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 import methods
 import tasks as task_registry
-from benchmark import console, continual, distributed, launchers, packaging, tracking
+from benchmark import console, continual, distributed, launchers, packaging, retention, tracking
 from benchmark.checkpoint import load_trainable
 from benchmark.config import DataConfig, RunConfig, UsageError
 from benchmark.data import LanguageData, load_languages
@@ -205,6 +205,7 @@ def _run_fresh(
                 continue
             adapted = _adapt(config, method)
             steps = _train_task(config, adapted, task, data[language], steps_done, progress)
+            retention.log_retention(config, data, adapted, scope, [language])
             result = _evaluate_task(config, adapted, task, data[language])
             for scorer in _scored_with(config, task, language):
                 _score_task(config, adapted, scorer, language)
@@ -248,6 +249,8 @@ def _run_sequential(
                 last_done = ""
             steps = _train_task(config, adapted, task, data[language], steps_done, progress)
             steps_done += steps
+            trained = languages[: languages.index(language) + 1]
+            retention.log_retention(config, data, adapted, scope, trained)
             after_own[language] = _evaluate_task(config, adapted, task, data[language])
             for scorer in _scored_with(config, task, language):
                 _score_task(config, adapted, scorer, language)
