@@ -481,7 +481,7 @@ def _evaluate_task(
         len(examples.evaluation),
         console.duration(result.generation_time_s),
     )
-    if not final:  # the merged model checked, the inference cost
+    if not final:  # the merged model checked, the inference cost against the base
         scope = rec.scope(task.name, lang)
         check_deployment(
             config, adapted.model, adapted.tokenizer, examples.evaluation, result, scope, task
@@ -580,10 +580,7 @@ def _log_model(
 
 
 def _log_run_header(
-    config: RunConfig,
-    method: methods.Method,
-    tasks: dict[str, LanguageData],
-    name: str = "",
+    config: RunConfig, method: methods.Method, tasks: dict[str, LanguageData], name: str = ""
 ) -> None:
     mlflow.set_tags(
         {

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reports import retention
-
 from reports.inference import blocks as inference_blocks
 
 if TYPE_CHECKING:
