@@ -70,6 +70,17 @@ def test_every_task_is_logged_under_its_name_and_reported_by_task(
         assert 0 <= metrics[rec.metric(task, language, "pass_at_1")] <= 1
         assert rec.signature_param(task) in params
     assert "codebleu" not in " ".join(k for k in metrics if k.startswith("summarization/"))
+    # Retention: each training task's model of each language, on the code of the other language
+    # and on text of the base's pretraining objective, before and after adaptation.
+    for task in ("generation", "summarization"):
+        for language, other in (("python", "javascript"), ("javascript", "python")):
+            scope = rec.scope(task, language)
+            for held_out in (f"code-{other}", "pretraining-text"):
+                before, after, delta = (
+                    metrics[rec.retention_metric(scope, held_out, stat)]
+                    for stat in rec.RETENTION_STATS
+                )
+                assert before > 0 and after > 0 and delta == pytest.approx(after - before)
 
     # Summarisation reads the code and is scored against the docstring.
     path = client.download_artifacts(
@@ -108,3 +119,4 @@ def test_every_task_is_logged_under_its_name_and_reported_by_task(
     assert "pass_at_1" in humaneval
     summarization = text.split("### summarization/python: quality", 1)[1].split("\n### ", 1)[0]
     assert "smoothed_bleu" in summarization
+    assert "retention Δ code-javascript" in text.split("### generation/python: quality", 1)[1]
