@@ -30,6 +30,7 @@ from mlflow.protos import databricks_pb2
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, RESOURCE_DOES_NOT_EXIST
 from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service import utils as tracking_utils
 
 from benchmark.auth import (
     CREDENTIAL_VARIABLES,
@@ -121,6 +122,9 @@ def test_refusal_messages_are_one_line_and_say_what_to_set(monkeypatch: pytest.M
 
 def test_refusals_become_usage_errors_and_other_errors_pass(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    # An earlier test's mlflow.set_tracking_uri outlives it, and MLflow reads it before the
+    # variable: the whole suite failed here when a store test ran first.
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
     with pytest.raises(UsageError, match=r"^the tracking server http://127.0.0.1:5000 denied"):
         with refusals_as_usage_errors():
             raise _rest_error(403, "/api/2.0/mlflow/runs/create")
