@@ -9,6 +9,8 @@ is released by one barrier so that their writes meet.
 from __future__ import annotations
 
 import multiprocessing
+import queue
+import time
 from pathlib import Path
 
 import mlflow
@@ -21,6 +23,7 @@ from benchmark.config import DataConfig
 from benchmark.data import load_languages
 
 PROCESSES = 8
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _write_side_by_side(uri: str, experiment: str, barrier, results) -> None:
@@ -34,7 +37,7 @@ def _write_side_by_side(uri: str, experiment: str, barrier, results) -> None:
                 examples, "python-training", "sample", "python", "train", "training"
             )
         results.put("ok")
-    except MlflowException as error:
+    except Exception as error:  # any failure is reported, never a silent exit
         results.put(f"{type(error).__name__}: {str(error)[:300]}")
 
 
@@ -47,13 +50,26 @@ def _side_by_side(uri: str, experiment: str) -> list[str]:
     ]
     for worker in workers:
         worker.start()
-    outcomes = [results.get(timeout=600) for _ in workers]
+    outcomes: list[str] = []
+    deadline = time.monotonic() + 900  # only a hang guard
+    while len(outcomes) < len(workers):
+        try:
+            outcomes.append(results.get(timeout=1))
+        except queue.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            assert not dead, f"a writer died with exit code {dead} before reporting"
+            assert time.monotonic() < deadline, f"{len(outcomes)} of {len(workers)} reported"
     for worker in workers:
         worker.join(timeout=600)
     return outcomes
 
 
-def test_runs_started_together_all_record_the_same_dataset_once(tmp_path: Path):
+def test_runs_started_together_all_record_the_same_dataset_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The writers are spawned with this process's sys.path, where an earlier test's loaded model
+    # may have put its bundled copy of the code first: they import this checkout's.
+    monkeypatch.syspath_prepend(str(REPO))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     MlflowClient().search_experiments()  # the store's tables exist before the runs start
