@@ -328,7 +328,7 @@ import json, sys
 import mlflow, pandas as pd
 out = {}
 for run_id, language, prompts in json.loads(sys.stdin.read()):
-    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/{language}_model")
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/generation_{language}_model")
     codes = model.predict(pd.DataFrame({"prompt": prompts}))["code"].tolist()
     meta = model.unwrap_python_model().meta["base"]
     out[f"{run_id}/{language}"] = {"codes": codes, "revision": meta["revision"]}

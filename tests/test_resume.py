@@ -74,9 +74,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     assert proc.returncode == -signal.SIGKILL
     (run_folder,) = checkpoints.iterdir()
     run_id = run_folder.name
-    assert (run_folder / "python" / "done.json").is_file()
-    assert not (run_folder / "javascript" / "done.json").exists()
-    latest = max((run_folder / "javascript").glob("step-*"))
+    assert (run_folder / "generation" / "python" / "done.json").is_file()
+    assert not (run_folder / "generation" / "javascript" / "done.json").exists()
+    latest = max((run_folder / "generation" / "javascript").glob("step-*"))
     state = json.loads((latest / "state.json").read_text())
     assert state["epoch"] == 0 and 0 < state["batch"] < 32  # killed mid-epoch
 

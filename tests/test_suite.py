@@ -92,7 +92,7 @@ def test_suite_report_tests_methods_against_the_base(
     assert code == 0, capsys.readouterr().err
     report = (out / "comparison.md").read_text()
     # `none` ran, so every method is paired with the base, not with lora.
-    assert "### python: difference from none" in report
+    assert "### generation/python: difference from none" in report
     assert "difference from lora" not in report
-    differences = report.split("### python: difference from none")[1].split("###")[0]
+    differences = report.split("### generation/python: difference from none")[1].split("###")[0]
     assert "| lora |" in differences and "| none |" not in differences
