@@ -125,6 +125,52 @@ def hf_parquet(tmp_path: Path) -> Path:
     return write_hf_parquet(tmp_path / "hf")
 
 
+_MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+)
+
+
+def _mlflow_state() -> tuple[dict, object, object]:
+    """MLflow's process-wide choices: its env variables, tracking URI and active experiment."""
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    env = {name: os.environ.get(name) for name in _MLFLOW_ENV}
+    return env, utils._tracking_uri, fluent._active_experiment_id
+
+
+def _restore_mlflow_state(state: tuple[dict, object, object]) -> None:
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    env, utils._tracking_uri, fluent._active_experiment_id = state
+    for name, value in env.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_state():
+    """Each test leaves MLflow's global choices as it found them.
+
+    `mlflow.set_tracking_uri` and `mlflow.set_experiment` (which also exports
+    MLFLOW_EXPERIMENT_ID) outlive the test that calls them; a later test on a fresh store then
+    starts its runs in an experiment id that store does not have, or reads the wrong store.
+    """
+    import mlflow
+
+    saved = _mlflow_state()
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    _restore_mlflow_state(saved)
+
+
 @pytest.fixture
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh sqlite tracking store for one test."""
@@ -160,7 +206,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("demo_run")
     tree = write_csn_tree(root / "csn")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    saved = _mlflow_state()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
     cwd = os.getcwd()
@@ -170,8 +216,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory):
         run_id = run(config)
     finally:
         os.chdir(cwd)
+        # The run made its experiment active (and exported MLFLOW_EXPERIMENT_ID): left so, the
+        # next test's fresh store would start its runs in an experiment it does not have.
+        _restore_mlflow_state(saved)
     yield {"uri": uri, "run_id": run_id, "root": root}
-    if previous is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = previous
