@@ -1,4 +1,8 @@
-"""LoRA through PEFT: low-rank updates B @ A added to chosen linear layers (B starts at zero)."""
+"""LoRA through PEFT: low-rank updates B @ A added to chosen linear layers (B starts at zero).
+
+`q`, `k`, `v` and `o` name the attention projections on every family (T5's own module names);
+the family's table says which modules they are there. Any other name is the model's own.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,30 @@ from dataclasses import dataclass, field
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 
+from core.families import family_of
 from methods import Method, refuse, register
 
 BIASES = ("none", "all", "lora_only")
+
+
+@dataclass(frozen=True)
+class LoraFamily:
+    task_type: TaskType
+    # The attention projections q, k, v, o as this family names them (GPT-2 fuses q, k and v
+    # into one Conv1D, c_attn: any of the three adapts all three).
+    attention: dict[str, str]
+    fan_in_fan_out: bool = False  # GPT-2's Conv1D stores its weight as (in, out)
+
+
+FAMILIES = {
+    "t5": LoraFamily(TaskType.SEQ_2_SEQ_LM, {n: n for n in "qkvo"}),
+    "llama": LoraFamily(TaskType.CAUSAL_LM, {n: f"{n}_proj" for n in "qkvo"}),
+    "gpt2": LoraFamily(
+        TaskType.CAUSAL_LM,
+        {"q": "attn.c_attn", "k": "attn.c_attn", "v": "attn.c_attn", "o": "attn.c_proj"},
+        fan_in_fan_out=True,
+    ),
+}
 
 
 @dataclass
@@ -19,7 +44,12 @@ class LoraSettings:
     dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA path's input"})
     target_modules: list[str] = field(
         default_factory=lambda: ["q", "k", "v", "o"],
-        metadata={"help": "module names to adapt (T5: q, k, v, o, wi, wo)"},
+        metadata={
+            "help": "modules to adapt: q, k, v, o are the attention projections on every family "
+            "(llama: q_proj..o_proj; gpt2: attn.c_attn for q, k, v and attn.c_proj for o); "
+            "other names are the model's own (T5: wi, wo; llama: gate_proj, up_proj, down_proj; "
+            "gpt2: mlp.c_fc, mlp.c_proj)"
+        },
     )
     bias: str = field(default="none", metadata={"help": "none, all or lora_only (PEFT's)"})
 
@@ -44,26 +74,30 @@ class LoraSettings:
         )
 
 
-def lora_config(settings: LoraSettings) -> LoraConfig:
+def lora_config(settings: LoraSettings, model: nn.Module) -> LoraConfig:
+    """PEFT's config for `model`'s family: its task type and module names."""
+    family = FAMILIES[family_of(model).name]
+    targets = [family.attention.get(name, name) for name in settings.target_modules]
     return LoraConfig(
-        task_type=TaskType.SEQ_2_SEQ_LM,
+        task_type=family.task_type,
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules),
+        target_modules=list(dict.fromkeys(targets)),
         bias=settings.bias,
+        fan_in_fan_out=family.fan_in_fan_out,
     )
 
 
 @register
 class Lora(Method):
-    """PEFT's LoRA on the attention projections of every encoder and decoder block."""
+    """PEFT's LoRA on the attention projections of every block (encoder and decoder for T5)."""
 
     name = "lora"
     Config = LoraSettings
 
     def apply(self, model: nn.Module) -> nn.Module:
-        return get_peft_model(model, lora_config(self.config))
+        return get_peft_model(model, lora_config(self.config, model))
 
     def merge(self, model: nn.Module) -> nn.Module:
         if not isinstance(model, PeftModel):

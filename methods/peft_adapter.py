@@ -11,14 +11,19 @@ from peft import PeftModel, PeftType, get_peft_config, get_peft_model
 from torch import nn
 
 from core.errors import UsageError
+from core.families import family_of
 from methods import Method, register
+
+# PEFT's task type for a config that names none: how PEFT wraps the model (and its generate).
+TASK_TYPES = {"t5": "SEQ_2_SEQ_LM", "llama": "CAUSAL_LM", "gpt2": "CAUSAL_LM"}
 
 
 @dataclass
 class PeftAdapterSettings:
     # A PEFT config as JSON: a file (as `PeftConfig.save_pretrained` writes, adapter_config.json,
     # or the folder holding it) or an inline string, e.g. '{"peft_type": "IA3", "target_modules":
-    # ["k", "v", "wo"], "feedforward_modules": ["wo"]}'. The task type defaults to SEQ_2_SEQ_LM.
+    # ["k", "v", "wo"], "feedforward_modules": ["wo"]}'. Without a task type, the model's family
+    # gives it at apply (TASK_TYPES), so one config serves T5 and decoder-only bases alike.
     config_file: str = field(
         default="", metadata={"help": "path to a PEFT adapter_config.json (or its folder)"}
     )
@@ -80,13 +85,14 @@ class PeftAdapter(Method):
             raise UsageError(f"method peft: cannot read the PEFT config: {err}") from None
         if not isinstance(values, dict) or "peft_type" not in values:
             raise UsageError("method peft: the PEFT config must be a JSON object with 'peft_type'")
-        values.setdefault("task_type", "SEQ_2_SEQ_LM")
         # A config saved from a model loaded for inference says so; here the adapter trains.
         values["inference_mode"] = False
         return values
 
     def apply(self, model: nn.Module) -> nn.Module:
-        config = peft_config(self.peft_config_dict())
+        values = self.peft_config_dict()
+        values.setdefault("task_type", TASK_TYPES[family_of(model, "method peft's base").name])
+        config = peft_config(values)
         try:
             return get_peft_model(model, config)
         except (TypeError, ValueError, KeyError, AttributeError) as err:
