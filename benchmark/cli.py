@@ -326,8 +326,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _check_model_config(path_text: str) -> None:
-    """A `--model-config` that transformers can read as a seq2seq model's config, or a clear
-    error naming the file and its fault."""
+    """A `--model-config` that transformers can read as a config of a supported family (T5,
+    llama-style, GPT-2), or a clear error naming the file and its fault."""
     path = Path(path_text)
     advice = "give a transformers config.json (e.g. tests/fixtures/codet5-small-config.json)"
     if not path.exists():
@@ -344,7 +344,9 @@ def _check_model_config(path_text: str) -> None:
         ) from None
     if not isinstance(values, dict) or "model_type" not in values:
         raise UsageError(f"--model-config {str(file)!r} has no model_type: {advice}")
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    from transformers import AutoConfig
+
+    from core.families import family_of
 
     try:
         config = AutoConfig.from_pretrained(str(path))
@@ -353,11 +355,7 @@ def _check_model_config(path_text: str) -> None:
             f"--model-config {str(file)!r}: transformers cannot read it ({_one_line(err)[:200]}): "
             f"{advice}"
         ) from None
-    if type(config) not in AutoModelForSeq2SeqLM._model_mapping:
-        raise UsageError(
-            f"--model-config {str(file)!r}: a {values['model_type']} config is not a "
-            f"sequence-to-sequence model's (T5-style): {advice}"
-        )
+    family_of(config, f"--model-config {str(file)!r}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

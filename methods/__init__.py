@@ -1,4 +1,5 @@
-"""Method plugins: each adapts a base seq2seq model and says what it trains.
+"""Method plugins: each adapts a base model (of any family in core.families) and says what it
+trains.
 
 A method is one module in this package holding a `Method` subclass decorated with `@register`.
 Modules are discovered on first use, so adding a method touches no shared code.
@@ -134,17 +135,21 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def describe(model_config_path: str | None = None) -> list[dict[str, Any]]:
     """Every registered method with its config fields and, given a transformers config.json (or
-    its folder), its trainable and total parameters on a random model of that shape."""
+    its folder) of a supported family, its trainable and total parameters on a model of that
+    shape (built on the meta device: no weights are made, so a 0.5B config costs nothing)."""
     import copy
     import typing
 
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
+    import transformers
+
+    from core.families import family_of
 
     base = None
     if model_config_path:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            base = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(model_config_path))
+        config = transformers.AutoConfig.from_pretrained(model_config_path)
+        auto_class = getattr(transformers, family_of(config, "--model-config").auto_class)
+        with torch.device("meta"):
+            base = auto_class.from_config(config)
     rows = []
     for name in available():
         cls = method_class(name)
