@@ -1,6 +1,7 @@
 """Every method on every family (issue 23): the contract of test_methods.py, on tiny random T5,
-llama, qwen2 (llama-style, with QKV biases and per-layer attention kinds) and GPT-2 models built
-from core.families' configs. Expected counts are computed from the config, never from a run."""
+llama, qwen2 (llama-style, with QKV biases and per-layer attention kinds), mistral (llama-style,
+a sliding window shorter than the batch) and GPT-2 models built from core.families' configs.
+Expected counts are computed from the config, never from a run."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ BASES = {
     "t5": FAMILIES["t5"].tiny,
     "llama": FAMILIES["llama"].tiny,
     "qwen2": {**FAMILIES["llama"].tiny, "model_type": "qwen2"},
+    "mistral": {**FAMILIES["llama"].tiny, "model_type": "mistral", "sliding_window": 8},
     "gpt2": FAMILIES["gpt2"].tiny,
 }
 # IA3 through `peft` on each family's own module names (k, v and the FFN's output layer).
