@@ -16,6 +16,8 @@ import metrics as metric_registry
 from benchmark import console, distributed
 from benchmark.config import EvalConfig
 from benchmark.data import Example, pairs
+from benchmark.training import source_ids
+from core.families import is_causal
 from metrics import MetricResult
 
 if TYPE_CHECKING:
@@ -90,29 +92,22 @@ def _generate(
 ) -> list[str]:
     model.eval()
     device = next(model.parameters()).device
-    lengths = [
-        len(ids)
-        for ids in tokenizer(prompts, truncation=True, max_length=max_source_length)["input_ids"]
-    ]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i], reverse=True)
+    causal = is_causal(model)
+    ids = source_ids(tokenizer, prompts, max_source_length, causal)
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]), reverse=True)
     outputs: list[str] = [""] * len(prompts)
     bar = console.progress_bar(total=len(prompts), desc=desc, unit="ex", disable=not progress)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        batch = tokenizer(
-            [prompts[i] for i in index],
-            max_length=max_source_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        ).to(device)
+        batch = prompt_batch([ids[i] for i in index], tokenizer.pad_token_id, causal, device)
         tokens = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
+            **batch,
             max_new_tokens=max_new_tokens,
             num_beams=num_beams,
             **generate_kwargs,
         )
+        if causal:  # a decoder-only model returns the prompt, then what it generated
+            tokens = tokens[:, batch["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(
             tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
@@ -121,6 +116,21 @@ def _generate(
         bar.update(len(index))
     bar.close()
     return outputs
+
+
+def prompt_batch(
+    rows: list[list[int]], pad_id: int, causal: bool, device: torch.device
+) -> dict[str, torch.Tensor]:
+    """Prompts padded to one length: on the right for an encoder; on the left for a decoder-only
+    model, whose new tokens must follow each prompt's last token directly."""
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        span = slice(width - len(row), width) if causal else slice(0, len(row))
+        input_ids[r, span] = torch.tensor(row, dtype=torch.long)
+        attention[r, span] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention.to(device)}
 
 
 @dataclass

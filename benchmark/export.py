@@ -23,6 +23,7 @@ from torch import nn
 
 import methods
 from core.errors import UsageError
+from core.families import FAMILIES, family_of
 
 NOTE = "export.json"
 FORMAT = 1
@@ -176,6 +177,8 @@ def export(
                 _save_adapter(model, tokenizer, meta, bundle, staging, out)
             dtype = next(model.parameters()).dtype
             note = _note(model_uri, method, meta, kind, merged and trained > 0, dtype)
+            note["family"] = family_of(model.config).name
+            note["auto_class"] = family_of(model.config).auto_class
             (staging / NOTE).write_text(json.dumps(note, indent=2, sort_keys=True) + "\n")
             (staging / "README.md").write_text(readme(note))
             _replace(out, staging)
@@ -233,6 +236,7 @@ def readme(note: dict[str, Any]) -> str:
     """The export's README.md: where it came from and how to load it."""
     base = note["base"]
     base_line = f"{base['name']} ({base['source']}, revision {base['revision'] or 'main'})"
+    auto = note.get("auto_class", "AutoModelForSeq2SeqLM")
     if note["kind"] == "transformers":
         what = (
             f"the {note['method']} model folded into its base by the method's own merge"
@@ -242,21 +246,20 @@ def readme(note: dict[str, Any]) -> str:
             else "the model as it is"
         )
         load = (
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
-            'model = AutoModelForSeq2SeqLM.from_pretrained("THIS_FOLDER")\n'
+            f"from transformers import {auto}, AutoTokenizer\n\n"
+            f'model = {auto}.from_pretrained("THIS_FOLDER")\n'
             'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")\n'
         )
     else:
         what = f"the {note['method']} method's PEFT adapter (not merged)"
         base_call = (
-            'AutoModelForSeq2SeqLM.from_pretrained("THIS_FOLDER/base")'
+            f'{auto}.from_pretrained("THIS_FOLDER/base")'
             if base["in_export"]
-            else f'AutoModelForSeq2SeqLM.from_pretrained("{base["name"]}", '
-            f'revision="{base["revision"]}")'
+            else f'{auto}.from_pretrained("{base["name"]}", revision="{base["revision"]}")'
         )
         load = (
             "from peft import PeftModel\n"
-            "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n\n"
+            f"from transformers import {auto}, AutoTokenizer\n\n"
             f'model = PeftModel.from_pretrained({base_call}, "THIS_FOLDER")\n'
             'tokenizer = AutoTokenizer.from_pretrained("THIS_FOLDER")\n'
         )
@@ -273,6 +276,16 @@ def readme(note: dict[str, Any]) -> str:
         f"```python\n{load}```\n\n"
         f"The served model truncates prompts to {note['max_source_length']} tokens "
         f"(`tokenizer(prompts, truncation=True, max_length={note['max_source_length']}, "
-        f'padding=True, return_tensors="pt")`) and decodes with {settings}'
+        f'padding=True, return_tensors="pt")`){_causal_layout(note)} and decodes with {settings}'
         f"{' (generation_config.json holds them)' if note['kind'] == 'transformers' else ''}.\n"
+    )
+
+
+def _causal_layout(note: dict[str, Any]) -> str:
+    family = FAMILIES.get(note.get("family", "t5"))
+    if family is None or not family.causal:
+        return ""
+    return (
+        ", ends each with the tokenizer's end token where the tokenizer does not, pads on the "
+        'left (`tokenizer.padding_side = "left"`), and keeps only the tokens after the prompt'
     )

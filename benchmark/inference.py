@@ -39,10 +39,11 @@ from torch import nn
 import methods
 from benchmark.config import RunConfig
 from benchmark.data import Example
-from benchmark.evaluation import EvalResult, generate, score
+from benchmark.evaluation import EvalResult, generate, prompt_batch, score
 from benchmark.models import load_base
-from benchmark.training import collate, encode
+from benchmark.training import collate, encode, source_ids
 from core import record as rec  # the run record's names
+from core.families import is_causal
 
 log = logging.getLogger("adaptbench")
 
@@ -161,8 +162,9 @@ def max_logit_diff(
         data.max_target_length,
         data.eos_after_cut,
         **({"task": task} if task is not None else {}),
+        causal=is_causal(model),
     )
-    batch = collate(features, tokenizer.pad_token_id)
+    batch = collate(features, tokenizer.pad_token_id, is_causal(model))
     device = next(model.parameters()).device
     inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
     model.eval(), merged.eval()
@@ -229,17 +231,12 @@ def measure(
 ) -> dict[str, dict[str, float]]:
     """Per model: p50 and p95 latency per generated token at batch 1 (ms), tokens/s at
     `batch_size` and peak memory (MB), the models interleaved on the same prompts."""
-    device = next(next(iter(models.values())).parameters()).device
+    first = next(iter(models.values()))
+    device, causal = next(first.parameters()).device, is_causal(first)
 
     def encoded(texts: list[str]) -> dict[str, torch.Tensor]:
-        batch = tokenizer(
-            texts,
-            max_length=max_source_length,
-            truncation=True,
-            padding=True,
-            return_tensors="pt",
-        )
-        return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        ids = source_ids(tokenizer, texts, max_source_length, causal)
+        return prompt_batch(ids, tokenizer.pad_token_id, causal, device)
 
     singles = [encoded([p]) for p in prompts]
     full = encoded([prompts[i % len(prompts)] for i in range(batch_size)])

@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import (
     AddedToken,
-    AutoModelForSeq2SeqLM,
+    AutoConfig,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    T5Config,
-    T5ForConditionalGeneration,
 )
 
 from benchmark import hub
 from benchmark.config import ModelConfig, UsageError
+from core import families
+from core.families import Family
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_TOKENIZER = ASSETS / "demo-tokenizer"
@@ -29,20 +31,9 @@ DEMO_TOKENIZER = ASSETS / "demo-tokenizer"
 DEMO_MODEL = ASSETS / "demo-model"
 
 # A T5 small enough to train on a CPU in seconds: the `demo` preset's base when no pretrained
-# demo model is configured. Same architecture family as codet5-small (ReLU FFN, tied embeddings).
-TINY_T5 = {
-    "d_model": 128,
-    "d_kv": 32,
-    "d_ff": 512,
-    "num_layers": 2,
-    "num_decoder_layers": 2,
-    "num_heads": 4,
-    "relative_attention_num_buckets": 32,
-    "relative_attention_max_distance": 128,
-    "dropout_rate": 0.1,
-    "feed_forward_proj": "relu",
-    "tie_word_embeddings": True,
-}
+# demo model is configured (`tiny`). `tiny-<family>` builds another family's tiny model.
+TINY_T5 = {k: v for k, v in families.T5.tiny.items() if k != "model_type"}
+TINY_PREFIX = "tiny-"
 
 
 @dataclass
@@ -54,12 +45,17 @@ class BaseModelInfo:
     # The commit a hub model was loaded at, a digest of a local folder's files (or its
     # snapshot's commit), a config hash for built ones.
     revision: str
+    family: str = "t5"  # core.families: everything downstream follows it
 
 
 def _tokenizer(name_or_path: str, revision: str = "") -> PreTrainedTokenizerBase:
     kwargs = {"revision": revision} if revision else {}
     kwargs.update(_legacy_special_tokens(name_or_path, kwargs))
-    return AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Decoder-only tokenizers (GPT-2's, Llama's) often have none; padding is masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _legacy_special_tokens(name_or_path: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -99,11 +95,12 @@ def _legacy_special_tokens(name_or_path: str, kwargs: dict[str, Any]) -> dict[st
     return {}
 
 
-def _built(config: T5Config, seed: int) -> T5ForConditionalGeneration:
+def _built(config: PretrainedConfig, seed: int) -> PreTrainedModel:
     # A private RNG stream: building the model must not depend on, or disturb, the global seed.
+    family = families.family_of(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return T5ForConditionalGeneration(config)
+        return getattr(transformers, family.auto_class).from_config(config)
 
 
 def _read_config_json(path: Path, name: str) -> dict:
@@ -127,24 +124,41 @@ def _read_config_json(path: Path, name: str) -> dict:
     return values
 
 
-def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> T5Config:
-    """The T5Config for `tiny` or `config:<path.json>`."""
+def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
+    """The config for `tiny`, `tiny-<family>` or `config:<path.json>` (a config.json of any
+    supported family; one without `model_type` is read as T5's)."""
     if name == "tiny":
-        values = dict(TINY_T5, vocab_size=len(tokenizer))
+        values = dict(families.T5.tiny, vocab_size=len(tokenizer))
+    elif name.startswith(TINY_PREFIX):
+        family = families.FAMILIES.get(name.removeprefix(TINY_PREFIX))
+        if family is None:
+            known = ", ".join(TINY_PREFIX + f for f in families.FAMILIES)
+            raise UsageError(f"model.name {name!r}: no such tiny model; use one of tiny, {known}")
+        values = dict(family.tiny, vocab_size=len(tokenizer))
     else:
         path = Path(name.removeprefix("config:")).expanduser()
         if not path.is_file():
             raise UsageError(f"model.name {name!r}: no config file at {path}")
         values = _read_config_json(path, name)
+    values.setdefault("model_type", "t5")
+    family = _config_family(values, name)
     values.setdefault("pad_token_id", tokenizer.pad_token_id)
     values.setdefault("eos_token_id", tokenizer.eos_token_id)
-    values.setdefault("decoder_start_token_id", tokenizer.pad_token_id)
+    if family.causal:
+        bos = tokenizer.bos_token_id
+        values.setdefault("bos_token_id", tokenizer.eos_token_id if bos is None else bos)
+    else:
+        values.setdefault("decoder_start_token_id", tokenizer.pad_token_id)
+    model_type = values.pop("model_type")
     try:
-        config = T5Config(**{k: v for k, v in values.items() if k not in ("architectures",)})
+        config = AutoConfig.for_model(
+            model_type, **{k: v for k, v in values.items() if k not in ("architectures",)}
+        )
     except Exception as err:  # transformers' strict config fields raise their own kind
         text = " ".join(str(err).split())
         raise UsageError(
-            f"model.name {name!r}: not a usable T5 config ({text}): fix the field it names"
+            f"model.name {name!r}: not a usable {family.label} config ({text}): fix the field it "
+            "names"
         ) from None
     if config.vocab_size < len(tokenizer):
         raise UsageError(
@@ -154,12 +168,23 @@ def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> T5Config:
     return config
 
 
+def _config_family(values: dict, name: str) -> Family:
+    model_type = values.get("model_type")
+    for family in families.FAMILIES.values():
+        if model_type in family.model_types:
+            return family
+    raise UsageError(
+        f"model.name {name!r} is of model type {model_type!r}, which no supported family covers: "
+        f"use a model of {families.supported()}"
+    )
+
+
 def load_base(
     config: ModelConfig,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, BaseModelInfo]:
     """The base model (eval mode, fp32), its tokenizer, and what identifies it."""
     name = config.name
-    if name == "tiny" or name.startswith("config:"):
+    if name == "tiny" or name.startswith((TINY_PREFIX, "config:")):
         tokenizer = _tokenizer(config.tokenizer or str(DEMO_TOKENIZER), _tokenizer_revision(config))
         model_config = build_config(name, tokenizer)
         try:
@@ -168,10 +193,10 @@ def load_base(
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UsageError(
                 f"model.name {name!r}: cannot build a model from this config ({first}): check "
-                "its sizes (positive integers) against a transformers T5 config.json"
+                "its sizes (positive integers) against a transformers config.json of its family"
             ) from None
         digest = _config_digest(model_config, config.init_seed)
-        info = BaseModelInfo(name=name, source="built", revision=digest)
+        info = BaseModelInfo(name=name, source="built", revision=digest, family=_family(model))
     else:
         if name == "demo":
             name = str(DEMO_MODEL)
@@ -179,7 +204,8 @@ def load_base(
         if folder.is_dir():
             model = _from_pretrained(name, {})
             tokenizer = _tokenizer(config.tokenizer or name, _tokenizer_revision(config))
-            info = BaseModelInfo(name=name, source="local", revision=_folder_revision(folder))
+            revision = _folder_revision(folder)
+            info = BaseModelInfo(name, "local", revision, _family(model))
         else:
             # Pinned to one commit, resolved before anything loads: the run logs it and a
             # logged model rebuilds its base from exactly it.
@@ -187,7 +213,7 @@ def load_base(
             model = _from_pretrained(name, {"revision": commit})
             revision = _tokenizer_revision(config) if config.tokenizer else commit
             tokenizer = _tokenizer(config.tokenizer or name, revision)
-            info = BaseModelInfo(name=name, source="hub", revision=commit)
+            info = BaseModelInfo(name=name, source="hub", revision=commit, family=_family(model))
     model.eval()
     return model, tokenizer, info
 
@@ -212,16 +238,38 @@ def resolve_commit(
 
 
 def _from_pretrained(name: str, kwargs: dict[str, Any]) -> PreTrainedModel:
+    """The checkpoint at `name` with its family's Auto class (read from its config first)."""
+    hint = (
+        "Use a hub id (needs internet, or HF_HUB_OFFLINE=1 and the hub cache filled by `hf "
+        "download`), a local directory saved with save_pretrained, 'tiny', 'tiny-<family>', or "
+        "'config:<path.json>'"
+    )
     try:
+        auto = auto_class_for(name, f"model.name {name!r}", **kwargs)
         # fp32 whatever the checkpoint's dtype (the demo model is stored in fp16): training
         # precision is train.mixed_precision's business.
-        return AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch.float32, **kwargs)
+        return auto.from_pretrained(name, dtype=torch.float32, **kwargs)
     except OSError as err:
+        raise UsageError(f"model.name {name!r} could not be loaded ({err}). {hint}") from None
+
+
+def auto_class_for(name: str | Path, what: str, **kwargs: Any) -> type:
+    """The transformers Auto class of the checkpoint at `name` (hub id or folder), by the family
+    its config.json names; OSError when there is no config to read, UsageError for a model type
+    outside the supported families."""
+    try:
+        model_config = AutoConfig.from_pretrained(name, **kwargs)
+    except (ValueError, KeyError) as err:  # a model type this transformers does not know
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(
-            f"model.name {name!r} could not be loaded ({err}). Use a hub id (needs internet, or "
-            "HF_HUB_OFFLINE=1 and the hub cache filled by `hf download`), a local directory "
-            "saved with save_pretrained, 'tiny', or 'config:<path.json>'"
+            f"{what}: its config.json is not one transformers can read ({first}): use a model "
+            f"of {families.supported()}"
         ) from None
+    return getattr(transformers, families.family_of(model_config, what).auto_class)
+
+
+def _family(model: PreTrainedModel) -> str:
+    return families.family_of(model.config).name
 
 
 def _tokenizer_revision(config: ModelConfig) -> str:
@@ -247,6 +295,6 @@ def _folder_revision(folder: Path) -> str:
     return "local-" + digest.hexdigest()[:12]
 
 
-def _config_digest(config: T5Config, seed: int) -> str:
+def _config_digest(config: PretrainedConfig, seed: int) -> str:
     text = json.dumps(config.to_diff_dict(), sort_keys=True) + f"|seed={seed}"
     return "built-" + hashlib.sha256(text.encode()).hexdigest()[:12]

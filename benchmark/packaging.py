@@ -26,12 +26,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_STATE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 import methods
 from benchmark.config import ModelConfig, RunConfig, UsageError
 from benchmark.model_registry import set_latest_alias
-from benchmark.models import load_base
+from benchmark.models import auto_class_for, load_base
 from core import record as rec  # the run record's names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +270,8 @@ def _hub_base(name: str, revision: str) -> torch.nn.Module:
         except UsageError as err:
             raise BundleError(f"{err}; or log it with --set bundle_base=true") from None
     try:
-        return AutoModelForSeq2SeqLM.from_pretrained(name, dtype=torch.float32, **kwargs)
+        auto = auto_class_for(name, f"the logged model's base {name!r}", **kwargs)
+        return auto.from_pretrained(name, dtype=torch.float32, **kwargs)
     except OSError as err:
         said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BundleError(
@@ -288,7 +289,7 @@ def load_bundle(bundle: Path) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     base_info = meta["base"]
     base_config = ModelConfig(**base_info["model"])
     if base_info["bundled"]:
-        base = AutoModelForSeq2SeqLM.from_pretrained(bundle / "base")
+        base = auto_class_for(bundle / "base", "the bundled base").from_pretrained(bundle / "base")
         base_name = f"{base_config.name} (bundled)"
     else:
         revision = base_info["revision"] or base_config.revision

@@ -49,6 +49,7 @@ from benchmark.data import SAMPLE_DIR, DataError, load_hub, load_local
 from benchmark.models import DEMO_MODEL, load_base
 from benchmark.training import Feature, collate, encode, fitting, target_ids
 from core import record as rec
+from core.families import is_causal
 
 log = logging.getLogger("adaptbench")
 
@@ -93,8 +94,9 @@ def mean_loss(model: torch.nn.Module, features: list[Feature], pad_id: int) -> f
     device = next(model.parameters()).device
     total, count = 0.0, 0
     order = sorted(range(len(features)), key=lambda i: features[i].num_tokens)
+    causal = is_causal(model)
     for start in range(0, len(order), BATCH_SIZE):
-        batch = collate([features[i] for i in order[start : start + BATCH_SIZE]], pad_id)
+        batch = collate([features[i] for i in order[start : start + BATCH_SIZE]], pad_id, causal)
         batch.pop("num_tokens")
         batch = {k: v.to(device) for k, v in batch.items()}
         n = int((batch["labels"] != -100).sum())
@@ -117,7 +119,7 @@ def log_retention(
     start = time.perf_counter()
     values: dict[str, float] = {}
     base = None  # loaded afresh, before any method touches it, when a loss is not remembered
-    for held_out in held_out_sets(config, data, tokenizer, trained):
+    for held_out in held_out_sets(config, data, tokenizer, trained, is_causal(model)):
         if not held_out.features:
             log.info("retention: no %s example left outside the run's data", held_out.name)
             continue
@@ -143,16 +145,20 @@ def log_retention(
     return values
 
 
-def held_out_sets(config: RunConfig, data: dict, tokenizer, trained: list[str]) -> list[HeldOut]:
+def held_out_sets(
+    config: RunConfig, data: dict, tokenizer, trained: list[str], causal: bool = False
+) -> list[HeldOut]:
     """The held-out sets of a model trained on `trained`: `code-<lang>` for each known language
-    not among them (where the source has it), then `pretraining-text`."""
+    not among them (where the source has it), then `pretraining-text` (`causal`: laid out for a
+    decoder-only model)."""
     setup = (repr(config.data), repr(config.model), config.eval.retention_examples)
     setup += (tuple(config.tasks), *(d.fingerprint() for d in data.values()))
     if setup not in _USED:
         _USED[setup] = used_keys(config, data, tokenizer)
-    if (*setup, *trained) not in _SETS:
-        _SETS[(*setup, *trained)] = _build_sets(config, tokenizer, trained, _USED[setup])
-    return _SETS[(*setup, *trained)]
+    key = (*setup, causal, *trained)
+    if key not in _SETS:
+        _SETS[key] = _build_sets(config, tokenizer, trained, _USED[setup], causal)
+    return _SETS[key]
 
 
 # A suite's methods share the sets of one setup (its settings and examples).
@@ -160,7 +166,9 @@ _USED: dict[tuple, set[str]] = {}
 _SETS: dict[tuple, list[HeldOut]] = {}
 
 
-def _build_sets(config: RunConfig, tokenizer, trained: list[str], used: set[str]) -> list[HeldOut]:
+def _build_sets(
+    config: RunConfig, tokenizer, trained: list[str], used: set[str], causal: bool
+) -> list[HeldOut]:
     size, source = config.eval.retention_examples, config.data
     lengths = (source.max_source_length, source.max_target_length, source.eos_after_cut)
     sets = []
@@ -175,13 +183,17 @@ def _build_sets(config: RunConfig, tokenizer, trained: list[str], used: set[str]
                 f"code-{language}",
                 "docstring -> code",
                 examples,
-                encode(examples, tokenizer, *lengths),
+                encode(examples, tokenizer, *lengths, causal=causal),
             )
         )
     if config.model.name in ("demo", str(DEMO_MODEL)):
         examples = _demo_pretraining_examples(source, size, used)
         features = _summarisation_features(examples, tokenizer, *lengths)
         sets.append(HeldOut(PRETRAINING, "code -> docstring summary", examples, features))
+    elif causal:
+        examples = _train_split_examples(source, config.languages, size, used)
+        features = next_token_features(examples, tokenizer, source.max_target_length)
+        sets.append(HeldOut(PRETRAINING, "next-token prediction of code", examples, features))
     else:
         examples = _train_split_examples(source, config.languages, size, used)
         features = span_corruption(examples, tokenizer, *lengths[:2])
@@ -332,6 +344,20 @@ def span_corruption(
         eos = tokenizer.eos_token_id
         labels = (target + [eos])[:max_target]
         out.append(Feature(source + [eos], labels))
+    return out
+
+
+def next_token_features(examples: list[Example], tokenizer, max_target: int) -> list[Feature]:
+    """A decoder-only model's pretraining objective: each function's first `max_target` tokens
+    predicted one after another from a lone start token (the end token, where the tokenizer has
+    no start token), the loss on every token."""
+    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    out = []
+    for example in examples:
+        ids = tokenizer(example.code, max_length=max_target, truncation=True)["input_ids"]
+        ids = [i for i in ids if i not in (start, tokenizer.eos_token_id)]
+        if ids:
+            out.append(Feature([start], ids))
     return out
 
 

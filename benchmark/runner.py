@@ -31,6 +31,7 @@ from benchmark.models import BaseModelInfo, load_base
 from benchmark.resume import Progress, check_resumable, progress_for
 from benchmark.training import encode, fitting, make_accelerator, train
 from core import record as rec  # the run record's names
+from core.families import is_causal
 from metrics import MetricResult
 
 log = logging.getLogger("adaptbench")
@@ -293,6 +294,7 @@ def _adapt(config: RunConfig, method: methods.Method) -> Adapted:
             {
                 "model.source": info.source,
                 "model.resolved_revision": info.revision,
+                rec.MODEL_FAMILY: info.family,
                 rec.TRAINABLE_PARAMS: trainable,
                 rec.TOTAL_PARAMS: total,
                 rec.TRAINABLE_SHARE: round(trainable / total, 6),
@@ -335,8 +337,9 @@ def _train_task(
                 f"no {scope} training pair fits in {target_setting}={target_limit} tokens: "
                 "raise it, or set data.skip_long_targets=false"
             )
-    train_features = encode(train_examples, tokenizer, *lengths, task=task)
-    val_features = encode(examples.validation, tokenizer, *lengths, task=task)
+    causal = is_causal(adapted.model)
+    train_features = encode(train_examples, tokenizer, *lengths, task=task, causal=causal)
+    val_features = encode(examples.validation, tokenizer, *lengths, task=task, causal=causal)
     main = distributed.is_main()
     skip = {}
     if main and progress.resumed:

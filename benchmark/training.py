@@ -21,6 +21,7 @@ from benchmark import console, distributed
 from benchmark.checkpoint import Checkpointer
 from benchmark.config import TrainConfig
 from benchmark.data import Example, pairs
+from core.families import is_causal
 
 if TYPE_CHECKING:
     from tasks import Task
@@ -51,9 +52,11 @@ def encode(
     max_target: int,
     eos_after_cut: bool = False,
     task: Task | None = None,
+    causal: bool = False,
 ) -> list[Feature]:
     """Tokenise the task's inputs and targets (labels), truncated to the configured lengths;
-    without a task, docstrings and code.
+    without a task, docstrings and code. For a decoder-only model (`causal`) every input ends
+    with the end token, which separates it from the target (`source_ids`).
 
     A code longer than `max_target` is cut to its first `max_target` tokens with no end token
     after them (unless `eos_after_cut`): ending a cut function with one would teach the model to
@@ -63,9 +66,22 @@ def encode(
     if not examples:  # the tokenizer refuses an empty batch
         return []
     inputs, targets = pairs(examples, task)
-    sources = tokenizer(inputs, max_length=max_source, truncation=True)
+    sources = source_ids(tokenizer, inputs, max_source, causal)
     labels = target_ids(tokenizer, targets, max_target, eos_after_cut)
-    return [Feature(s, t) for s, t in zip(sources["input_ids"], labels)]
+    return [Feature(s, t) for s, t in zip(sources, labels)]
+
+
+def source_ids(
+    tokenizer: PreTrainedTokenizerBase, texts: list[str], max_source: int, causal: bool = False
+) -> list[list[int]]:
+    """Token ids of each input, at most `max_source`. A seq2seq tokenizer ends them with the end
+    token itself; for a decoder-only model it is added where the tokenizer does not, so the
+    prompt a model is trained on and the one it generates from end the same way."""
+    ids = tokenizer(texts, max_length=max_source, truncation=True)["input_ids"]
+    end = tokenizer.eos_token_id
+    if not causal or end is None:
+        return ids
+    return [x if x[-1:] == [end] else x[: max_source - 1] + [end] for x in ids]
 
 
 def fitting(
@@ -139,8 +155,20 @@ class BucketBatchSampler:
         return iter(batches)
 
 
-def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor | int]:
-    """Pad to the longest in the batch; labels padded with -100 so the loss ignores them."""
+def collate(
+    features: list[Feature], pad_id: int, causal: bool = False
+) -> dict[str, torch.Tensor | int]:
+    """Pad to the longest in the batch; labels padded with -100 so the loss ignores them.
+
+    Seq2seq: the inputs go to the encoder, the labels to the decoder. Decoder-only (`causal`):
+    one sequence, the input then the target; the labels are the target's tokens in place and -100
+    over the input and the padding, so the loss covers the target (its end token included) only.
+    """
+    num_tokens = sum(f.num_tokens for f in features)
+    if causal:
+        features = [
+            Feature(f.input_ids + f.labels, [-100] * len(f.input_ids) + f.labels) for f in features
+        ]
     src_len = max(len(f.input_ids) for f in features)
     tgt_len = max(len(f.labels) for f in features)
     input_ids = torch.full((len(features), src_len), pad_id, dtype=torch.long)
@@ -154,7 +182,7 @@ def collate(features: list[Feature], pad_id: int) -> dict[str, torch.Tensor | in
         "input_ids": input_ids,
         "attention_mask": attention,
         "labels": labels,
-        "num_tokens": sum(f.num_tokens for f in features),
+        "num_tokens": num_tokens,
     }
 
 
@@ -237,8 +265,9 @@ def validation_loss(
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens
     order = sorted(range(len(features)), key=lambda i: features[i].num_tokens)
     order = order[accelerator.process_index :: accelerator.num_processes]
+    causal = is_causal(model)
     for start in range(0, len(order), batch_size):
-        batch = collate([features[i] for i in order[start : start + batch_size]], pad_id)
+        batch = collate([features[i] for i in order[start : start + batch_size]], pad_id, causal)
         batch.pop("num_tokens")
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
@@ -282,6 +311,7 @@ def train(
         config.seed,
         bucket=config.length_bucketing,
     )
+    causal = is_causal(model)  # before accelerate wraps it
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: the method froze everything")
@@ -360,7 +390,7 @@ def train(
             window_size = min(accum, len(batches) - window_start)
             sync = index == window_start + window_size - 1
             part = [train_features[i] for i in shard(global_batch, rank, world)]
-            batch = collate(part, pad_id)
+            batch = collate(part, pad_id, causal)
             batch.pop("num_tokens")
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             # This process's share of the batch's target tokens: the weights of the shares' mean

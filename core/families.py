@@ -17,6 +17,7 @@ from core.errors import UsageError
 @dataclass(frozen=True)
 class Family:
     name: str
+    label: str  # as a person writes it, in messages and docs
     model_types: tuple[str, ...]
     causal: bool
     tiny: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -29,6 +30,7 @@ class Family:
 
 T5 = Family(
     "t5",
+    "T5",
     ("t5", "mt5"),
     causal=False,
     # Same shape as codet5-small (ReLU FFN, tied embeddings), small enough for a CPU in seconds.
@@ -50,6 +52,7 @@ T5 = Family(
 # Llama-style: gated MLP (gate_proj, up_proj, down_proj), decoder layers of self_attn and mlp.
 LLAMA = Family(
     "llama",
+    "Llama-style",
     ("llama", "qwen2", "mistral"),
     causal=True,
     tiny={
@@ -67,6 +70,7 @@ LLAMA = Family(
 # GPT-2-style: Conv1D layers (c_attn, c_proj; MLP c_fc, c_proj), blocks of attn and mlp.
 GPT2 = Family(
     "gpt2",
+    "GPT-2-style",
     ("gpt2",),
     causal=True,
     tiny={
@@ -103,6 +107,15 @@ def family_of(config: Any, what: str = "the model") -> Family:
 
 
 def is_causal(model: Any) -> bool:
-    """Whether `model` (a transformers model, or a PEFT wrapper of one) is decoder-only."""
+    """Whether `model` (a transformers model; or one wrapped by PEFT, DDP or torch.compile) is
+    decoder-only."""
+    # DistributedDataParallel (`module`) and plain wrappers (`model`) do not pass attributes on.
+    while getattr(model, "config", None) is None:
+        inner = getattr(model, "module", None) or getattr(model, "model", None)
+        if inner is None:
+            break
+        model = inner
     config = getattr(model, "config", None)
+    if config is None:
+        raise TypeError(f"{type(model).__name__} has no transformers config to read a family from")
     return not getattr(config, "is_encoder_decoder", False)

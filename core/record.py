@@ -53,6 +53,7 @@ TOTAL_PARAMS = "total_params"  # the model as trained: the base and what the met
 # A suite's sweep axes (`--train-sizes`, `--models`): runs that differ only in these are a sweep.
 TRAIN_SIZE = "data.train_size"
 MODEL_NAME = "model.name"
+MODEL_FAMILY = "model.family"  # core.families: t5, llama or gpt2, read from the base's config
 SWEEP_AXES = (TRAIN_SIZE, MODEL_NAME)
 
 

@@ -43,10 +43,12 @@ PROMPT_TUNING = '{"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 4}'
 class _Tokenizer:
     """Whitespace words -> ids, enough for `measure` on a tiny model."""
 
-    pad_token_id = 0
+    pad_token_id, eos_token_id = 0, 1
 
-    def __call__(self, texts, max_length, truncation, padding, return_tensors):
+    def __call__(self, texts, max_length, truncation, padding=False, return_tensors=None):
         ids = [[2 + len(w) % 90 for w in t.split()][:max_length] + [1] for t in texts]
+        if return_tensors is None:
+            return {"input_ids": ids}
         width = max(len(x) for x in ids)
         return {
             "input_ids": torch.tensor([x + [0] * (width - len(x)) for x in ids]),
