@@ -18,6 +18,12 @@ test function dropped), `--task-share S` trains that share of them as docstring 
 demo's task, out of its domain, as CodeT5's NL -> PL pretraining), `--no-eos-after-cut` leaves
 the end token off cut targets as the harness does, `--d-model` and `--layers` build a wider or
 deeper T5 of the same family.
+
+`--family llama` pretrains the causal demo base (`benchmark/assets/demo-causal-model`, `model.name=
+demo-causal`): a Llama-style decoder-only model of core.families' tiny shape, on the same data and
+objectives, each pair laid out as the harness trains a causal model (benchmark.training.collate
+with causal=True): the prompt, ending with the end token, then the target, the loss on the target
+only. The T5 path (the default) is unchanged: same data, order, RNG use and weights.
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+from transformers import (
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,10 +53,17 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from benchmark.data import STRIPPERS, first_paragraph  # noqa: E402
 from benchmark.models import TINY_T5  # noqa: E402
-from benchmark.training import target_ids  # noqa: E402
+from benchmark.training import Feature, collate, source_ids, target_ids  # noqa: E402
+from core import families  # noqa: E402
 
 TOKENIZER = ROOT / "benchmark" / "assets" / "demo-tokenizer"
 OUT = ROOT / "benchmark" / "assets" / "demo-model"
+CAUSAL_OUT = ROOT / "benchmark" / "assets" / "demo-causal-model"
+# core.families' tiny Llama-style shape, without its model type (the config class says it).
+TINY_LLAMA = {k: v for k, v in families.LLAMA.tiny.items() if k != "model_type"}
+# The causal base is deeper than the T5's 2+2 layers: 4 decoder layers bring it near the T5
+# demo's parameter count (1.75M against 1.94M; the 8,000-token embedding is most of both).
+CAUSAL_LAYERS = 4
 # Vendored or back-ported copies of other code (the standard library among them), and tests.
 SITE_SKIP = {
     "tests",
@@ -193,6 +212,33 @@ def architecture(d_model: int, layers: int) -> dict:
     }
 
 
+def llama_architecture(d_model: int, layers: int) -> dict:
+    """TINY_LLAMA at another width and depth: heads of 32, half as many key/value heads, the
+    gated MLP 8/3 the width rounded up to a multiple of 8 (344 at 128, as the tiny config)."""
+    heads = d_model // TINY_T5["d_kv"]
+    return {
+        **TINY_LLAMA,
+        "hidden_size": d_model,
+        "intermediate_size": -(-8 * d_model // 3 // 8) * 8,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+    }
+
+
+def causal_batch(
+    tokenizer, pairs: list[tuple[str, str]], max_length: int = 128, eos_after_cut: bool = True
+) -> dict[str, torch.Tensor]:
+    """A decoder-only batch exactly as the harness trains one: each prompt (at most `max_length`
+    tokens, ending with the end token) then its target (at most `max_length`, cut as
+    `encode_labels` cuts), right-padded, labels -100 on the prompt and the padding."""
+    prompts = source_ids(tokenizer, [p for p, _ in pairs], max_length, causal=True)
+    targets = target_ids(tokenizer, [t for _, t in pairs], max_length, eos_after_cut)
+    batch = collate([Feature(p, t) for p, t in zip(prompts, targets)], tokenizer.pad_token_id, True)
+    batch.pop("num_tokens")
+    return batch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2400, help="optimizer steps")
@@ -225,16 +271,33 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch threads (fixes the weights)")
     parser.add_argument(
+        "--family",
+        choices=("t5", "llama"),
+        default="t5",
+        help="t5: the demo's encoder-decoder base; llama: the causal demo base (decoder-only)",
+    )
+    parser.add_argument(
         "--d-model",
         type=int,
         default=TINY_T5["d_model"],
         help="model width; heads of 32 and an FFN 4x as wide follow it",
     )
     parser.add_argument(
-        "--layers", type=int, default=TINY_T5["num_layers"], help="encoder and decoder layers each"
+        "--layers",
+        type=int,
+        default=None,
+        help=f"T5: encoder and decoder layers each (default {TINY_T5['num_layers']}); llama: "
+        f"decoder layers (default {CAUSAL_LAYERS})",
     )
-    parser.add_argument("--out", default=str(OUT), help="output folder")
+    parser.add_argument(
+        "--out", default=None, help=f"output folder (default {OUT.name} or {CAUSAL_OUT.name})"
+    )
     args = parser.parse_args()
+    causal = args.family == "llama"
+    if args.layers is None:
+        args.layers = CAUSAL_LAYERS if causal else TINY_T5["num_layers"]
+    if args.out is None:
+        args.out = str(CAUSAL_OUT if causal else OUT)
     if not 0.0 <= args.task_share <= 1.0:
         parser.error(f"--task-share is a share of functions, from 0 to 1; got {args.task_share}")
     if args.site_per_package < 0 or args.threads < 1 or args.steps < 1 or args.layers < 1:
@@ -252,14 +315,24 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
     rows = corpus(not args.no_stdlib, Path(args.site_dir), args.site_per_package, args.seed)
     print(f"{len(rows)} functions", flush=True)
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-        **architecture(args.d_model, args.layers),
-    )
-    model = T5ForConditionalGeneration(config)
+    if causal:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            **llama_architecture(args.d_model, args.layers),
+        )
+        model = LlamaForCausalLM(config)
+    else:
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            decoder_start_token_id=tokenizer.pad_token_id,
+            **architecture(args.d_model, args.layers),
+        )
+        model = T5ForConditionalGeneration(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     warmup = max(1, args.steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -279,9 +352,14 @@ def main() -> None:
             rng.shuffle(rows_epoch)
             pairs += make_pairs(rows_epoch, rng, args.task_share)
         batch, pairs = pairs[: args.batch_size], pairs[args.batch_size :]
-        inputs = encode([b[0] for b in batch])
-        labels = encode_labels(tokenizer, [b[1] for b in batch], eos_after_cut=args.eos_after_cut)
-        loss = model(**inputs, labels=labels).loss
+        if causal:
+            loss = model(**causal_batch(tokenizer, batch, eos_after_cut=args.eos_after_cut)).loss
+        else:
+            inputs = encode([b[0] for b in batch])
+            labels = encode_labels(
+                tokenizer, [b[1] for b in batch], eos_after_cut=args.eos_after_cut
+            )
+            loss = model(**inputs, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
