@@ -1,4 +1,4 @@
-"""A replica of the Hugging Face hub cache as `hf download` leaves it, for the seed preset's repos.
+"""A replica of the Hugging Face hub cache as `hf download` leaves it, for the seed presets' repos.
 
 `hf download Salesforce/codet5-small` and `hf download --repo-type dataset
 google/code_x_glue_ct_code_to_text` fill `$HF_HOME/hub/` with, per repo,
@@ -126,6 +126,72 @@ def model_files(values: dict | None = None) -> dict[str, bytes]:
     return files
 
 
+QWEN_REPO = "Qwen/Qwen2.5-Coder-0.5B"  # the seed-causal preset's base
+QWEN_COMMIT = hashlib.sha1(b"replica of Qwen/Qwen2.5-Coder-0.5B").hexdigest()
+QWEN_CONFIG = CODET5_CONFIG.parent / "qwen2.5-coder-0.5b-config.json"
+# Qwen2.5-Coder-0.5B's architecture (qwen2: QKV biases, grouped KV heads, tied embeddings), small.
+QWEN_SMALL = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_window_layers=2,
+)
+
+
+def qwen_tokenizer_files() -> dict[str, bytes]:
+    """A Qwen2 tokenizer as the hub serves it: byte-level BPE in tokenizer.json, nothing added to
+    what it encodes, `<|endoftext|>` its end and padding token, no start token. The bundled demo
+    BPE stands in for Qwen's 151,643 merges."""
+    tokenizer = json.loads((DEMO_TOKENIZER / "tokenizer.json").read_text())
+    tokenizer["post_processor"] = None  # Qwen's appends nothing, unlike the T5-style demo's
+    end = {"id": len(tokenizer["model"]["vocab"]), "content": "<|endoftext|>", "special": True}
+    end.update(single_word=False, lstrip=False, rstrip=False, normalized=False)
+    tokenizer["added_tokens"].append(end)
+    config = {
+        "add_prefix_space": False,
+        "bos_token": None,
+        "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "model_max_length": 32768,
+        "split_special_tokens": False,
+        "clean_up_tokenization_spaces": False,
+        "tokenizer_class": "Qwen2Tokenizer",
+    }
+    return {
+        "tokenizer.json": json.dumps(tokenizer, ensure_ascii=False).encode(),
+        "tokenizer_config.json": json.dumps(config, indent=2).encode(),
+    }
+
+
+def qwen_files(sizes: dict | None = None) -> dict[str, bytes]:
+    """Qwen2.5-Coder-0.5B's config.json (at `sizes`, QWEN_SMALL unless given), random
+    model.safetensors weights and its tokenizer files."""
+    import torch
+    from safetensors.torch import save
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = qwen_tokenizer_files()
+    end = len(json.loads(tokenizer["tokenizer.json"])["model"]["vocab"])
+    values = {**json.loads(QWEN_CONFIG.read_text()), **(sizes or QWEN_SMALL)}
+    values.update(vocab_size=end + 1, bos_token_id=end, eos_token_id=end)
+    config = AutoConfig.for_model(**{k: v for k, v in values.items() if k != "architectures"})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    files = {
+        "config.json": json.dumps(values, indent=2).encode(),
+        "model.safetensors": save(state, metadata={"format": "pt"}),
+        "README.md": b"---\nlicense: apache-2.0\n---\n# Replica of Qwen2.5-Coder-0.5B (random)\n",
+    }
+    files.update(tokenizer)
+    return files
+
+
 def _row(language: str, i: int) -> dict:
     """A CodeXGLUE row: the raw CodeSearchNet fields with CodeXGLUE's integer id, no sha, and
     no partition (the split is the shard's)."""
@@ -226,11 +292,18 @@ def write_repo(hub: Path, repo_id: str, repo_type: str, commit: str, files: dict
     return snapshot
 
 
-def write_hub_cache(hf_home: Path, model_config: dict | None = None) -> dict[str, Path]:
-    """Both seed repos under `hf_home/hub`, as two `hf download` calls would leave them."""
+def write_hub_cache(
+    hf_home: Path, model_config: dict | None = None, causal: bool = False
+) -> dict[str, Path]:
+    """Both repos of the seed preset (`causal`: of seed-causal) under `hf_home/hub`, as two
+    `hf download` calls would leave them."""
     hub = hf_home / "hub"
+    if causal:
+        model = write_repo(hub, QWEN_REPO, "model", QWEN_COMMIT, qwen_files(model_config))
+    else:
+        model = write_repo(hub, MODEL_REPO, "model", MODEL_COMMIT, model_files(model_config))
     return {
-        "model": write_repo(hub, MODEL_REPO, "model", MODEL_COMMIT, model_files(model_config)),
+        "model": model,
         "dataset": write_repo(hub, DATASET_REPO, "dataset", DATASET_COMMIT, dataset_files()),
     }
 

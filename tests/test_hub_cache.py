@@ -336,24 +336,38 @@ print(json.dumps(out))
 """
 
 
+# The seed presets as a user with internet runs them: the hub's repos, the base's family.
+SEED_PRESETS = {
+    "seed": (hubcache.MODEL_REPO, hubcache.MODEL_COMMIT, "t5"),
+    "seed-causal": (hubcache.QWEN_REPO, hubcache.QWEN_COMMIT, "llama"),
+}
+
+
 @pytest.mark.slow
-def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(tmp_path: Path):
-    """Every method on the seed preset's hub path (HF_HUB_OFFLINE=1, only what `hf download`
+@pytest.mark.parametrize("preset", SEED_PRESETS)
+def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(
+    tmp_path: Path, preset: str
+):
+    """Every method on a seed preset's hub path (HF_HUB_OFFLINE=1, only what `hf download`
     leaves, no datasets cache), each logged model rebuilt in a fresh process from the logged
-    commit after the hub's main moved on, predicting what the run evaluated."""
+    commit after the hub's main moved on, predicting what the run evaluated. seed-causal: the
+    same on a Qwen2.5-Coder-shaped decoder-only base, its tokenizer adding no end token."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    repo, commit, family = SEED_PRESETS[preset]
+    causal = preset == "seed-causal"
     home = tmp_path / "hf"
-    small = hubcache.codet5_config(**hubcache.SMALL_SIZES)
-    hubcache.write_hub_cache(home, small)
+    small = hubcache.QWEN_SMALL if causal else hubcache.codet5_config(**hubcache.SMALL_SIZES)
+    hubcache.write_hub_cache(home, small, causal=causal)
     env = _user_env(tmp_path, HF_HOME=str(home))
     settings = ["data.train_size=8", "data.val_size=4", "data.eval_size=4"]
     settings += ["train.max_steps=2", "eval.max_new_tokens=8"]
-    args = [sys.executable, "-m", "benchmark", "suite", "--preset", "seed", "--no-report"]
+    args = [sys.executable, "-m", "benchmark", "suite", "--preset", preset, "--no-report"]
     args += ["--methods", ",".join(METHODS)] + [f"--set={s}" for s in settings]
+    # Only a hang guard: five methods' runs took over 10 minutes at load 6 on 2 cores.
     process = subprocess.run(
-        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=2400
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert not (home / "datasets").exists()
@@ -369,7 +383,8 @@ def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(t
         assert run.info.status == "FINISHED", run.data.tags.get("error")
         params = run.data.params
         assert params["model.source"] == "hub"
-        assert params["model.resolved_revision"] == hubcache.MODEL_COMMIT
+        assert params["model.resolved_revision"] == commit
+        assert (params["model.name"], params["model.family"]) == (repo, family)
         for language in ("python", "javascript"):
             source = params[f"data.{language}.source"]
             assert split_hub_source(source) == (
@@ -388,8 +403,11 @@ def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(t
             expected[f"{run.info.run_id}/{language}"] = [r["prediction"] for r in rows]
 
     # The hub's main moves on to other weights: a base loaded from main would now differ.
-    other = hubcache.model_files({**small, "initializer_factor": 2.0})
-    hubcache.write_repo(home / "hub", hubcache.MODEL_REPO, "model", "f" * 40, other)
+    if causal:
+        other = hubcache.qwen_files({**small, "initializer_range": 0.5})
+    else:
+        other = hubcache.model_files({**small, "initializer_factor": 2.0})
+    hubcache.write_repo(home / "hub", repo, "model", "f" * 40, other)
     reload = subprocess.run(
         [sys.executable, "-c", RELOAD],
         input=json.dumps(requests),
@@ -403,5 +421,5 @@ def test_seed_preset_offline_from_an_hf_download_cache_trains_logs_and_reloads(t
     reloaded = json.loads(reload.stdout.strip().splitlines()[-1])
     assert set(reloaded) == set(expected)
     for key, result in reloaded.items():
-        assert result["revision"] == hubcache.MODEL_COMMIT, key
+        assert result["revision"] == commit, key
         assert result["codes"] == expected[key], key
