@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo docs docs-results docs-screenshots lock clean
+.PHONY: install test test-fast lint demo demo-causal docs docs-results docs-screenshots lock clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ lint: install
 
 demo: install
 	$(PY) -m benchmark suite --preset demo
+
+# The demo on its decoder-only counterpart (a Llama-style base, docs/demo.md's causal section).
+demo-causal: install
+	$(PY) -m benchmark suite --preset demo-causal
 
 # The documentation site (MkDocs, strict: a broken link or page is an error) in build/site/.
 docs: install

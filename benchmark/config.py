@@ -61,8 +61,9 @@ class DataConfig:
 class ModelConfig:
     name: str = setting(
         "Salesforce/codet5-small",
-        "a hub id, a local directory, 'demo' (the bundled pretrained small T5), 'tiny' (a small "
-        "T5 built at random) or 'config:<path.json>' (built at random from a transformers config)",
+        "a hub id, a local directory, 'demo' (the bundled pretrained small T5), 'demo-causal' "
+        "(its Llama-style counterpart), 'tiny' (a small T5 built at random) or "
+        "'config:<path.json>' (built at random from a transformers config)",
     )
     revision: str = setting("", "the hub model's revision (empty: main)")
     tokenizer: str = setting(

@@ -29,6 +29,9 @@ DEMO_TOKENIZER = ASSETS / "demo-tokenizer"
 # The demo's base: a small T5 pretrained on code by scripts/pretrain_demo_model.py (model card
 # in its folder). `model.name=demo` names it.
 DEMO_MODEL = ASSETS / "demo-model"
+# Its decoder-only counterpart: a small Llama-style model pretrained on the same data by the same
+# script (`--family llama`). `model.name=demo-causal` names it.
+DEMO_CAUSAL_MODEL = ASSETS / "demo-causal-model"
 
 # A T5 small enough to train on a CPU in seconds: the `demo` preset's base when no pretrained
 # demo model is configured (`tiny`). `tiny-<family>` builds another family's tiny model.
@@ -200,6 +203,8 @@ def load_base(
     else:
         if name == "demo":
             name = str(DEMO_MODEL)
+        elif name == "demo-causal":
+            name = str(DEMO_CAUSAL_MODEL)
         folder = Path(name).expanduser()
         if folder.is_dir():
             model = _from_pretrained(name, {})

@@ -53,7 +53,7 @@ def test_bad_values_name_the_setting(overrides, message):
 
 
 def test_unknown_preset_lists_the_presets():
-    with pytest.raises(UsageError, match="Available presets: demo, seed"):
+    with pytest.raises(UsageError, match="Available presets: demo, demo-causal, seed"):
         make_config("lora", "nope")
 
 

@@ -13,7 +13,7 @@ import torch
 
 from benchmark.config import ModelConfig
 from benchmark.data import STRIPPERS
-from benchmark.models import DEMO_MODEL, load_base
+from benchmark.models import DEMO_CAUSAL_MODEL, DEMO_MODEL, load_base
 from tests.conftest import REPO
 
 SCRIPT = REPO / "scripts" / "pretrain_demo_model.py"
@@ -40,8 +40,9 @@ def test_committed_weights_fit_the_size_budget():
     assert total <= 16 * 2**20
 
 
-def test_no_validation_or_test_example_was_in_the_pretraining_data():
-    with gzip.open(DEMO_MODEL / "pretraining_fingerprints.txt.gz", "rt") as fh:
+@pytest.mark.parametrize("folder", [DEMO_MODEL, DEMO_CAUSAL_MODEL], ids=["t5", "causal"])
+def test_no_validation_or_test_example_was_in_the_pretraining_data(folder):
+    with gzip.open(folder / "pretraining_fingerprints.txt.gz", "rt") as fh:
         seen = set(fh.read().split())
     assert len(seen) > 1500
     held_out = 0
