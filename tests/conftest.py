@@ -154,6 +154,16 @@ def _restore_mlflow_state(state: tuple[dict, object, object]) -> None:
             os.environ[name] = value
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _isolated_mlflow_state_per_module():
+    """The same for a module's own module-scoped fixtures (set up before any test's snapshot):
+    what they set, `mlflow.set_experiment`'s exported MLFLOW_EXPERIMENT_ID among it, ends with
+    the module."""
+    saved = _mlflow_state()
+    yield
+    _restore_mlflow_state(saved)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_state():
     """Each test leaves MLflow's global choices as it found them.

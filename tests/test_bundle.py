@@ -28,11 +28,18 @@ LOG_AGAIN = "the model must be logged again"
 @pytest.fixture(scope="module")
 def logged_model(demo_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo run's Python model as MLflow downloads it: MLmodel, code and the bundle."""
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"runs:/{demo_run['run_id']}/generation_python_model",
-        dst_path=str(tmp_path_factory.mktemp("logged")),
-        tracking_uri=demo_run["uri"],
-    )
+    # MLflow 3 finds the logged model a runs:/ URI names in the global store, whatever the
+    # tracking_uri given: the demo run's store is made the global one for the download.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(demo_run["uri"])
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"runs:/{demo_run['run_id']}/generation_python_model",
+            dst_path=str(tmp_path_factory.mktemp("logged")),
+            tracking_uri=demo_run["uri"],
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
     return Path(local)
 
 
