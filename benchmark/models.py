@@ -22,7 +22,6 @@ from transformers import (
 from benchmark import hub
 from benchmark.config import ModelConfig, UsageError
 from core import families
-from core.families import Family
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEMO_TOKENIZER = ASSETS / "demo-tokenizer"
@@ -144,7 +143,7 @@ def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> PretrainedCon
             raise UsageError(f"model.name {name!r}: no config file at {path}")
         values = _read_config_json(path, name)
     values.setdefault("model_type", "t5")
-    family = _config_family(values, name)
+    family = families.family_of_type(values.get("model_type"), f"model.name {name!r}")
     values.setdefault("pad_token_id", tokenizer.pad_token_id)
     values.setdefault("eos_token_id", tokenizer.eos_token_id)
     if family.causal:
@@ -169,17 +168,6 @@ def build_config(name: str, tokenizer: PreTrainedTokenizerBase) -> PretrainedCon
             f"{len(tokenizer)} tokens"
         )
     return config
-
-
-def _config_family(values: dict, name: str) -> Family:
-    model_type = values.get("model_type")
-    for family in families.FAMILIES.values():
-        if model_type in family.model_types:
-            return family
-    raise UsageError(
-        f"model.name {name!r} is of model type {model_type!r}, which no supported family covers: "
-        f"use a model of {families.supported()}"
-    )
 
 
 def load_base(

@@ -96,7 +96,11 @@ def supported() -> str:
 def family_of(config: Any, what: str = "the model") -> Family:
     """The family of a transformers config (or a model, by its config); a clear error if none."""
     config = getattr(config, "config", config)
-    model_type = getattr(config, "model_type", None)
+    return family_of_type(getattr(config, "model_type", None), what)
+
+
+def family_of_type(model_type: str | None, what: str = "the model") -> Family:
+    """The family covering `model_type` (a config.json's field); a clear error if none."""
     for family in FAMILIES.values():
         if model_type in family.model_types:
             return family
