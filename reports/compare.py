@@ -26,8 +26,10 @@ from reports.records import (  # noqa: F401  (the report's public names, found h
     RunRecord,
     Selection,
     _download_table,
+    by_family,
     choose_comparable,
     default_reference,
+    family_label,
     load_runs,
     setup_difference,
 )
@@ -43,6 +45,7 @@ from reports.summary import (  # noqa: F401
     direction,
     forgetting_rows,
     primary_metric,
+    scope_title,
     summarise,
 )
 
@@ -52,6 +55,25 @@ PLOT_PATTERNS = ("metrics_*.png", "pareto_*.png", "loss_*.png", "forgetting.png"
 def _file(scope: str) -> str:
     """A `<task>/<language>` scope as a file name's part (`generation_python`)."""
     return scope.replace("/", "_")
+
+
+def _section_plots(
+    client: MlflowClient, section: LanguageSection, reference: str, out: Path
+) -> dict[str, Path]:
+    """A table's plots: each metric by method, quality against cost, the loss curves."""
+    images: dict[str, Path] = {}
+    key, name = section.key, _file(section.key)
+    if section.metrics:
+        directions = {m: direction(m) for m in section.metrics}
+        images[f"metrics_{key}"] = plots.metrics_by_method(
+            section, reference, directions, out / f"metrics_{name}.png"
+        )
+        quality = primary_metric(section.metrics)
+        images[f"pareto_{key}"] = plots.quality_vs_cost(
+            section, quality, directions[quality], out / f"pareto_{name}.png"
+        )
+    images[f"loss_{key}"] = plots.loss_curves(client, section, out / f"loss_{name}.png")
+    return images
 
 
 def build_report(
@@ -80,56 +102,69 @@ def build_report(
         for stale in out.glob(pattern):
             stale.unlink()
     records = load_runs(client, experiment, filter_string, store)
-    selection = choose_comparable(records)
+    # A table per base-model family: each family's runs chosen and tested on their own.
+    groups = by_family(records) or [("", [])]
+    labelled = len(groups) > 1
+    parts = [(family if labelled else "", choose_comparable(runs)) for family, runs in groups]
     reference = reference or default_reference(
-        r.method for runs in selection.fresh.values() for r in runs
+        r.method for _, selection in parts for runs in selection.fresh.values() for r in runs
     )
     sections: list[LanguageSection] = []
+    sweeps: list[curves.SweepSection] = []
+    forgetting: list[ForgettingRow] = []
+    bwt: dict[tuple[str, str], list[float]] = {}
     images: dict[str, Path] = {}
     with tempfile.TemporaryDirectory() as tmp, _quiet_downloads():
-        for language, runs in selection.fresh.items():
-            for record in runs:
-                _download_table(client, record, language, Path(tmp))
-            section = summarise(
-                language, runs, selection.fingerprints[language], reference, n_boot, seed
-            )
-            sections.append(section)
-            directions = {m: direction(m) for m in section.metrics}
-            if section.metrics:
-                images[f"metrics_{language}"] = plots.metrics_by_method(
-                    section, reference, directions, out / f"metrics_{_file(language)}.png"
-                )
-                quality = primary_metric(section.metrics)
-                images[f"pareto_{language}"] = plots.quality_vs_cost(
-                    section, quality, directions[quality], out / f"pareto_{_file(language)}.png"
-                )
-            images[f"loss_{language}"] = plots.loss_curves(
-                client, section, out / f"loss_{_file(language)}.png"
-            )
-        sweeps = []
-        for language, by_point in selection.sweep.items():  # runs differing in size or base
-            for runs in by_point.values():
+        for family, selection in parts:
+            for language, runs in selection.fresh.items():
                 for record in runs:
                     _download_table(client, record, language, Path(tmp))
-            sweep = curves.summarise_sweep(language, by_point, selection.sweep_point, n_boot, seed)
-            if sweep.metrics:
-                sweeps.append(sweep)
-                images[f"sweep_{language}"] = curves.sweep_plot(
-                    sweep, out / f"sweep_{_file(language)}.png"
+                section = summarise(
+                    language,
+                    runs,
+                    selection.fingerprints[language],
+                    reference,
+                    n_boot,
+                    seed,
+                    family=family,
                 )
-    forgetting, bwt = forgetting_rows(selection.sequential)
+                sections.append(section)
+                images.update(_section_plots(client, section, reference, out))
+            for language, by_point in selection.sweep.items():  # runs differing in size or base
+                for runs in by_point.values():
+                    for record in runs:
+                        _download_table(client, record, language, Path(tmp))
+                sweep = curves.summarise_sweep(
+                    language, by_point, selection.sweep_point, n_boot, seed, family=family
+                )
+                if sweep.metrics:
+                    sweeps.append(sweep)
+                    images[f"sweep_{sweep.key}"] = curves.sweep_plot(
+                        sweep, out / f"sweep_{_file(sweep.key)}.png"
+                    )
+            rows, transfer = forgetting_rows(selection.sequential)
+            if family:  # one forgetting table for every family: each row says whose it is
+                for row in rows:
+                    row.language = scope_title(row.language, family)
+                label = family_label(family)
+                transfer = {(f"{m} ({label})", k): v for (m, k), v in transfer.items()}
+            forgetting += rows
+            bwt.update(transfer)
     if forgetting:
         images["forgetting"] = plots.forgetting(forgetting, out / "forgetting.png")
     images.update(plots.inference_overhead(sections, out))  # reports/inference.py's plot
+    presets = list(dict.fromkeys(s.preset for _, s in parts if s.preset))
+    left_out = [entry for _, selection in parts for entry in selection.left_out]
+    sequential = [r for _, selection in parts for r in selection.sequential]
     report = render.Report(
         experiment=experiment,
         filter_string=filter_string,
         tracking_uri=store,
         reference=reference,
-        preset=selection.preset,
+        preset=", ".join(presets),
         sections=sections,
-        left_out=selection.left_out,
-        sequential=selection.sequential,
+        left_out=left_out,
+        sequential=sequential,
         forgetting=forgetting,
         bwt=bwt,
         images=images,
@@ -145,12 +180,17 @@ def build_report(
     (out / "comparison.md").write_text(render.markdown(blocks, out), encoding="utf-8")
     (out / "comparison.html").write_text(render.html(blocks, report.title), encoding="utf-8")
     if log_to_mlflow:
-        compared = [r for runs in selection.fresh.values() for r in runs] + selection.sequential
+        compared = [r for section in sections for row in section.rows for r in row.runs]
+        compared += sequential
         compared += [
-            r for points in selection.sweep.values() for runs in points.values() for r in runs
+            r
+            for _, selection in parts
+            for points in selection.sweep.values()
+            for runs in points.values()
+            for r in runs
         ]
         files = [out / "comparison.md", out / "comparison.html", *images.values()]
-        run_id = _log_comparison_run(client, experiment, files, compared, selection.preset)
+        run_id = _log_comparison_run(client, experiment, files, compared, ",".join(presets))
         if promote is not None:
             promote.apply(client, steps, run_id)
     return out

@@ -35,6 +35,8 @@ from reports.summary import (
     _pool_seeds,
     _seed_order,
     direction,
+    scope_key,
+    scope_title,
 )
 
 PRIMARY = ("bleu", "pass_rate")  # the quality a sweep is drawn in, those the runs have
@@ -101,6 +103,15 @@ class SweepSection:
     swept: list[str]  # the axes with more than one value here
     table_point: Point  # the point the method tables show
     notes: list[str] = field(default_factory=list)
+    family: str = ""  # the runs' base-model family when the report has several, else ""
+
+    @property
+    def title(self) -> str:
+        return scope_title(self.language, self.family)
+
+    @property
+    def key(self) -> str:
+        return scope_key(self.language, self.family)
 
 
 def _number(text: str) -> float:
@@ -141,6 +152,7 @@ def summarise_sweep(
     table_point: Point,
     n_boot: int,
     seed: int,
+    family: str = "",
 ) -> SweepSection:
     """The curve points and winners of `language` (the runs' tables already downloaded)."""
     every = [r for runs in by_point.values() for r in runs]
@@ -198,7 +210,7 @@ def summarise_sweep(
         axis for i, axis in enumerate(rec.SWEEP_AXES) if len({point[i] for point in by_point}) > 1
     ]
     return SweepSection(
-        language, metrics, points, winners, swept, table_point, _notes(language, points)
+        language, metrics, points, winners, swept, table_point, _notes(language, points), family
     )
 
 
@@ -309,7 +321,7 @@ def sweep_plot(section: SweepSection, path: Path) -> Path:
             ax.legend(fontsize=8, loc="best")
             ax.grid(alpha=0.3)
     fig.suptitle(
-        f"{section.language}: quality along the sweep\n(mean over seeds; bars: 95 % interval "
+        f"{section.title}: quality along the sweep\n(mean over seeds; bars: 95 % interval "
         "over the seeds, or over the examples with one seed)",
         fontsize=10,
     )
@@ -359,7 +371,7 @@ def winner_sentence(section: SweepSection, metric: str) -> str:
         parts.append(f"`{won[0].best.method}` is best at {where} ({verdict})")
     tested = any(not won[0].tied for won in groups.values())
     how = f" Significance: the best against the runner-up, paired bootstrap, p < {SIGNIFICANCE}."
-    return f"{section.language}, {metric}: " + "; ".join(parts) + "." + (how if tested else "")
+    return f"{section.title}, {metric}: " + "; ".join(parts) + "." + (how if tested else "")
 
 
 def sweep_blocks(sections: list[SweepSection], images: dict[str, Path]) -> list[Block]:
@@ -382,7 +394,7 @@ def sweep_blocks(sections: list[SweepSection], images: dict[str, Path]) -> list[
         ),
     ]
     for section in sections:
-        out.append(("h3", f"{section.language}: sweep"))
+        out.append(("h3", f"{section.title}: sweep"))
         points = sorted({c.point for c in section.points}, key=_point_order)
         methods = sorted({c.method for c in section.points})
         found = {(c.method, c.point): c for c in section.points}
@@ -420,7 +432,7 @@ def sweep_blocks(sections: list[SweepSection], images: dict[str, Path]) -> list[
         out += [("p", winner_sentence(section, metric)) for metric in section.metrics]
         if section.notes:
             out.append(("ul", section.notes))
-        key = f"sweep_{section.language}"
+        key = f"sweep_{section.key}"
         if key in images:
-            out.append(("img", images[key], f"{section.language}: quality along the sweep"))
+            out.append(("img", images[key], f"{section.title}: quality along the sweep"))
     return out

@@ -59,6 +59,8 @@ class InferenceSection:
     scope: str
     rows: list[Overhead] = field(default_factory=list)
     memory_kind: str = ""
+    title: str = ""  # the report table's title (its scope, and family when there are several)
+    key: str = ""  # the report table's key among the plots
 
 
 def _mean(values: list[float]) -> float:
@@ -68,7 +70,8 @@ def _mean(values: list[float]) -> float:
 
 def summarise(section: LanguageSection) -> InferenceSection:
     """The inference figures of a report section's runs (rows without figures left out)."""
-    scope, out = section.language, InferenceSection(section.language)
+    scope = section.language
+    out = InferenceSection(scope, title=section.title, key=section.key)
     for row in section.rows:
         timed = rec.inference_metric(scope, rec.BASE_MODEL, rec.LATENCY_P50)
         runs = [r for r in row.runs if timed in r.metrics]
@@ -198,13 +201,13 @@ def blocks(sections: list[LanguageSection], images: dict[str, Any]) -> list[tupl
                     _agreement(row),
                 ]
             )
-        out.append(("h3", f"{summary.scope}: inference cost against the base"))
+        out.append(("h3", f"{summary.title}: inference cost against the base"))
         out.append(("table", header, body))
         if summary.memory_kind:
             out.append(("p", f"Peak memory: {summary.memory_kind}."))
-        key = image_key(summary.scope)
+        key = image_key(summary.key)
         if key in images:
-            out.append(("img", images[key], f"{summary.scope}: inference overhead per method"))
+            out.append(("img", images[key], f"{summary.title}: inference overhead per method"))
     return out
 
 

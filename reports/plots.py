@@ -62,7 +62,7 @@ def metrics_by_method(
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.suptitle(
-        f"{section.language}: each metric by method (bars: 95 % bootstrap interval; "
+        f"{section.title}: each metric by method (bars: 95 % bootstrap interval; "
         f"*: differs from {reference}, p < 0.05)"
     )
     return _save(fig, path)
@@ -120,7 +120,7 @@ def quality_vs_cost(
         ax.set_xlabel(label)
         ax.set_ylabel(f"{quality} ({_arrow(higher_is_better)})")
         ax.xaxis.set_major_formatter(EngFormatter())  # 50k, 1.8M: no overlapping labels
-    title = f"{section.language}: {quality} (95 % interval) against what it costs"
+    title = f"{section.title}: {quality} (95 % interval) against what it costs"
     if contended:
         title += "\n† train time measured under contention (machine loaded beyond its CPUs)"
     fig.suptitle(title)
@@ -246,7 +246,7 @@ def loss_curves(client: MlflowClient, section: LanguageSection, path: Path) -> P
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss")
     ax.set_title(
-        f"{section.language}: training loss, one line per run (moving average of {window} steps)"
+        f"{section.title}: training loss, one line per run (moving average of {window} steps)"
     )
     if section.rows:
         ax.legend()
@@ -319,7 +319,7 @@ def inference_overhead(sections: list[LanguageSection], out: Path) -> dict[str, 
             ax.set_title(title, fontsize=9)
             ax.set_ylabel("÷ base (1 = the base)")
         axes[0].legend(fontsize=8)
-        fig.suptitle(f"{section.language}: inference against the base", fontsize=10)
-        key = inference.image_key(section.language)
+        fig.suptitle(f"{section.title}: inference against the base", fontsize=10)
+        key = inference.image_key(section.key)
         images[key] = _save(fig, out / f"{key.replace('/', '_')}.png")
     return images

@@ -35,7 +35,7 @@ class Promotion:
             import metrics  # an unknown name: one line with the nearest registered one
 
             metrics.get_metric(self.metric)
-        choices = []
+        choices: dict[str, tuple[model_registry.Choice, LanguageSection]] = {}
         for section in sections:
             task, language = rec.split_scope(section.language)
             if all(rec.signature_param(task) in r.params for row in section.rows for r in row.runs):
@@ -59,12 +59,14 @@ class Promotion:
                 best.runs,
                 key=lambda r: (sign * r.metrics.get(key, -sign * math.inf), r.start_time),
             )
-            choices.append(
-                model_registry.Choice(
-                    section.language, best.method, run.run_id, metric, _score(best, metric), higher
-                )
+            choice = model_registry.Choice(
+                section.language, best.method, run.run_id, metric, _score(best, metric), higher
             )
-        return choices
+            earlier = choices.get(section.language)
+            if earlier is not None:  # a table per family: the best of them, on the same data
+                choice = _better(earlier, (choice, section))
+            choices[section.language] = (choice, section)
+        return [choice for choice, _ in choices.values()]
 
     def plan(self, client: MlflowClient, sections: list[LanguageSection]) -> list:
         """Every language's promotion, refused (nothing written) if one cannot be made."""
@@ -73,6 +75,24 @@ class Promotion:
     def apply(self, client: MlflowClient, steps: list, comparison_run_id: str) -> None:
         model_registry.promote(client, self.alias, steps, comparison_run_id)
         self.steps = steps
+
+
+def _better(
+    first: tuple[model_registry.Choice, LanguageSection],
+    second: tuple[model_registry.Choice, LanguageSection],
+) -> model_registry.Choice:
+    """The better of two families' choices for one scope; refused when their tables were
+    scored on different data (their scores do not compare)."""
+    (one, one_section), (other, other_section) = first, second
+    if one_section.fingerprint != other_section.fingerprint:
+        raise ReportError(
+            f"--promote: the {one.language} tables of {one_section.title} and "
+            f"{other_section.title} were evaluated on different data, so their best models do "
+            'not compare: promote one family, e.g. --filter "params.`model.family` = '
+            f"'{one_section.family}'\""
+        )
+    sign = 1.0 if one.higher_is_better else -1.0
+    return other if sign * other.value > sign * one.value else one
 
 
 def _score(row: MethodRow, metric: str) -> float:

@@ -19,6 +19,11 @@ is never counted twice. Every run that is not in a table (unfinished, failed, ot
 data, re-run since) is listed under "Left out" with the reason. Sequential-protocol runs of the
 same setup and data go to the forgetting table, not beside the fresh runs.
 
+Families: runs on bases of different families (`model.family`: T5, Llama-style, GPT-2-style)
+are never in one table, as no paired test across two bases means anything. Each family's runs
+are chosen as above on their own (`by_family`), and the report has a table per family and scope,
+each tested against its own family's reference run.
+
 A sweep: fresh runs of one setup that differ in `data.train_size` or `model.name`
 (`rec.SWEEP_AXES`, a suite's `--train-sizes` and `--models`) are never mixed in one table. The
 tables hold one sweep point (the one with most methods, then most runs, then the largest training
@@ -37,6 +42,7 @@ from typing import Any
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from core import families
 from core import record as rec  # the run record's names
 
 BASE_METHOD, FALLBACK_REFERENCE = "none", "lora"
@@ -86,6 +92,12 @@ class RunRecord:
 
     def setup(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         return self.preset, tuple(sorted(self.signatures().items()))
+
+    @property
+    def family(self) -> str:
+        """The base model's family; a run logged before `model.family` was recorded is T5's,
+        the only family the harness knew then."""
+        return self.params.get(rec.MODEL_FAMILY) or families.T5.name
 
     def sweep_point(self) -> tuple[str, ...]:
         """The run's values of the sweep axes: training size and base model, as logged."""
@@ -155,6 +167,23 @@ def load_runs(
             )
         )
     return records
+
+
+def by_family(records: list[RunRecord]) -> list[tuple[str, list[RunRecord]]]:
+    """`records` per base-model family, in `core.families` order (then any other name), each
+    group in the records' order; no records: no groups."""
+    groups = _group(records, lambda r: r.family)
+    order = list(families.FAMILIES)
+    return sorted(
+        groups.items(),
+        key=lambda item: (order.index(item[0]) if item[0] in order else len(order), item[0]),
+    )
+
+
+def family_label(name: str) -> str:
+    """A family as a person writes it (`Llama-style`), or its name when it is not known here."""
+    found = families.FAMILIES.get(name)
+    return found.label if found else name
 
 
 def _largest(groups: Iterable[list[RunRecord]]) -> list[RunRecord]:

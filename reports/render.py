@@ -128,13 +128,13 @@ def _run_label(run: RunRecord) -> str:
 def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
     """Costs, quality and differences from the reference for one language."""
     blocks: list[Block] = [
-        ("h2", section.language),
+        ("h2", section.title),
         (
             "p",
             f"{sum(len(r.runs) for r in section.rows)} runs, {len(section.rows)} methods; "
             f"data fingerprint `{section.fingerprint[:16]}`.",
         ),
-        ("h3", f"{section.language}: costs"),
+        ("h3", f"{section.title}: costs"),
     ]
     header = ["method", "seeds", "trainable", "share", *[title for _, title in _costs()]]
     body = []
@@ -159,8 +159,8 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
         blocks.append(("p", contended))
     if not section.metrics:
         blocks.append(("p", "No metric is shared by every run of this table."))
-        return blocks + _images(report, f"loss_{section.language}")
-    blocks.append(("h3", f"{section.language}: quality"))
+        return blocks + _images(report, section.title, f"loss_{section.key}")
+    blocks.append(("h3", f"{section.title}: quality"))
     header = ["method"] + [
         f"{m} {'↑' if report.directions.get(m, True) else '↓'}" for m in section.metrics
     ]
@@ -181,7 +181,7 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
     blocks.append(("p", _statistic_note(section)))
     blocks += retention.note(section)
     if section.reference_present:
-        blocks.append(("h3", f"{section.language}: difference from {report.reference}"))
+        blocks.append(("h3", f"{section.title}: difference from {report.reference}"))
         blocks.append(
             (
                 "p",
@@ -209,9 +209,10 @@ def section_blocks(section: LanguageSection, report: Report) -> list[Block]:
         blocks.append(("ul", section.notes))
     return blocks + _images(
         report,
-        f"metrics_{section.language}",
-        f"pareto_{section.language}",
-        f"loss_{section.language}",
+        section.title,
+        f"metrics_{section.key}",
+        f"pareto_{section.key}",
+        f"loss_{section.key}",
     )
 
 
@@ -258,12 +259,13 @@ ALT = {
 }
 
 
-def _images(report: Report, *keys: str) -> list[Block]:
+def _images(report: Report, title: str, *keys: str) -> list[Block]:
+    """The plots of `keys` (`<kind>_<table key>`) that the report has, described for `title`."""
     blocks = []
     for key in keys:
         if key in report.images:
-            kind, _, language = key.partition("_")
-            alt = f"{language}: {ALT[kind]}" if language else ALT[kind]
+            kind = key.partition("_")[0]
+            alt = f"{title}: {ALT[kind]}" if title else ALT[kind]
             blocks.append(("img", report.images[key], alt))
     return blocks
 
@@ -280,6 +282,13 @@ def intro(report: Report) -> str:
         "language. Runs are side by side only with the same preset, metric signatures and data "
         "fingerprint; the largest such group is shown (most methods, then most runs, then the "
         "newest), the rest is under Left out."
+        + (
+            " Runs on bases of different families (`model.family`) are never side by side: each "
+            "family has its own tables, chosen that way among its own runs, and is tested "
+            f"against its own `{report.reference}` run."
+            if any(section.family for section in report.sections)
+            else ""
+        )
     )
 
 
@@ -355,7 +364,7 @@ def forgetting_blocks(report: Report) -> list[Block]:
             for method in methods
         ]
         out.append(("table", ["method", *[f"bwt/{m}" for m in metrics]], body))
-    return out + _images(report, "forgetting")
+    return out + _images(report, "", "forgetting")
 
 
 def _spread_of(values: list[float]) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from core import record as rec  # the run record's names
-from reports.records import RunRecord, _ordered
+from reports.records import RunRecord, _ordered, family_label
 from reports.stats import (
     MEAN,
     PairedTest,
@@ -89,6 +89,26 @@ class LanguageSection:
     mean_not_corpus: list[str]  # metrics whose logged corpus value is not the per-example mean
     reference_present: bool
     notes: list[str] = field(default_factory=list)
+    family: str = ""  # the runs' base-model family when the report has several, else ""
+
+    @property
+    def title(self) -> str:
+        """The table's name in headings and plots: its scope, and its family when there are
+        several (`generation/python (Llama-style)`)."""
+        return scope_title(self.language, self.family)
+
+    @property
+    def key(self) -> str:
+        """The table's key among the report's plots (one per family and scope)."""
+        return scope_key(self.language, self.family)
+
+
+def scope_title(scope: str, family: str) -> str:
+    return f"{scope} ({family_label(family)})" if family else scope
+
+
+def scope_key(scope: str, family: str) -> str:
+    return f"{family}/{scope}" if family else scope
 
 
 @dataclass
@@ -148,6 +168,7 @@ def summarise(
     reference: str,
     n_boot: int,
     seed: int,
+    family: str = "",
 ) -> LanguageSection:
     """One row per method for a `<task>/<language>` scope (runs' tables already downloaded).
 
@@ -257,6 +278,7 @@ def summarise(
         mean_not_corpus=mean_not_corpus,
         reference_present=reference in by_method,
         notes=notes,
+        family=family,
     )
 
 

@@ -65,6 +65,7 @@ def _log_run(
     train_time: float = 10.0,
     extra_tags: dict[str, str] | None = None,
     load: tuple[float, float] | None = None,
+    family: str = "",  # "": not logged, as by runs from before `model.family` was recorded
 ) -> str:
     with mlflow.start_run(run_name=f"{method}-{preset}") as run:
         # The run record as the runner writes it (core.record names every key).
@@ -82,6 +83,8 @@ def _log_run(
             **(signatures or SIGNATURES),
         }
         params |= {rec.fingerprint_param(lang): fingerprint for lang in languages}
+        if family:
+            params[rec.MODEL_FAMILY] = family
         mlflow.log_params(params)
         if status == "FAILED":
             mlflow.set_tag(rec.ERROR, "RuntimeError: CUDA out of memory")
@@ -422,3 +425,76 @@ def test_costs_measured_on_a_busy_machine_are_marked(reruns):
     assert "measured under contention" in note and "lora: load 5.9 on 2 CPUs" in note
     assert "full_layer" not in note
     assert (reruns["out"] / "pareto_generation_python.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory: pytest.TempPathFactory):
+    """Both families' demos in one store: on T5 (no `model.family`, as runs logged before it
+    was recorded) lora beats its base; on the Llama-style base lora is worse than its own base,
+    which is better than T5's. Paired against the other family's base, both signs would flip."""
+    tmp = tmp_path_factory.mktemp("families")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tracking_utils, "_tracking_uri", None)
+        patch.setattr(fluent, "_active_experiment_id", None)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment("families")
+        python = ("python",)
+        causal = {"preset": "demo-causal", "family": "llama", "languages": python}
+        ids = {
+            "t5_none": _log_run("none", HALF, languages=python),
+            "t5_lora": _log_run("lora", ALL_RIGHT, languages=python, family="t5"),
+            "llama_none": _log_run("none", ALL_RIGHT, **causal),
+            "llama_lora": _log_run("lora", HALF, **causal),
+            # The same family on another preset: left out of the Llama-style tables only.
+            "llama_seed": _log_run("lora", ALL_RIGHT, **(causal | {"preset": "seed-causal"})),
+        }
+        out = build_report(experiment="families", out_dir=tmp / "out", n_boot=300, tracking_uri=uri)
+        yield {"uri": uri, "ids": ids, "out": out, "text": (out / "comparison.md").read_text()}
+
+
+def test_each_family_has_its_own_tables_tested_against_its_own_base(families):
+    text = families["text"]
+    t5 = {
+        r[0]: r
+        for r in _table_rows(_section(text, "### generation/python (T5): difference from none"))
+    }
+    llama = {
+        r[0]: r
+        for r in _table_rows(
+            _section(text, "### generation/python (Llama-style): difference from none")
+        )
+    }
+    assert set(t5) == set(llama) == {"lora"}
+    header = _section(text, "### generation/python (T5): difference from none").splitlines()
+    metrics = next(line for line in header if line.startswith("| method")).strip("|").split(" | ")
+    column = [m.strip() for m in metrics].index("exact_match")
+    assert t5["lora"][column].startswith("+0.5*")  # ALL_RIGHT - HALF on the same examples
+    assert llama["lora"][column].startswith("-0.5*")  # HALF - ALL_RIGHT: its own base
+    for family in ("T5", "Llama-style"):
+        costs = _table_rows(_section(text, f"### generation/python ({family}): costs"))
+        assert sorted(row[0] for row in costs) == ["lora", "none"]
+    assert "## generation/python\n" not in text  # no table mixes the two families
+    assert "preset `demo, demo-causal`" in text
+    assert "never side by side" in text
+
+
+def test_each_family_has_its_own_plots_and_left_out_runs(families):
+    out, ids, text = families["out"], families["ids"], families["text"]
+    for family in ("t5", "llama"):
+        for kind in ("metrics", "pareto", "loss"):
+            assert (out / f"{kind}_{family}_generation_python.png").is_file()
+    assert "(Llama-style): each metric by method" in text  # the plots' alt text
+    left = text.split("## Left out", 1)[1]
+    (line,) = [line for line in left.splitlines() if ids["llama_seed"] in line]
+    assert "preset 'seed-causal', the compared runs use 'demo-causal'" in line
+    for key in ("t5_none", "t5_lora", "llama_none", "llama_lora"):
+        assert ids[key] not in left
+    client = mlflow.tracking.MlflowClient(families["uri"])
+    (comparison,) = client.search_runs(
+        [client.get_experiment_by_name("families").experiment_id],
+        f"tags.`{rec.KIND}` = '{rec.COMPARISON_KIND}'",
+    )
+    compared = set(comparison.data.tags[rec.COMPARED_RUNS].split(","))
+    assert compared == {ids[k] for k in ("t5_none", "t5_lora", "llama_none", "llama_lora")}
