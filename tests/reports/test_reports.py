@@ -498,3 +498,37 @@ def test_each_family_has_its_own_plots_and_left_out_runs(families):
     )
     compared = set(comparison.data.tags[rec.COMPARED_RUNS].split(","))
     assert compared == {ids[k] for k in ("t5_none", "t5_lora", "llama_none", "llama_lora")}
+
+
+def _family_section(family: str, bleu: float, fingerprint: str = "f" * 64):
+    """A report table of one family's lora run with a BLEU of `bleu`, as `summarise` builds it."""
+    from types import SimpleNamespace
+
+    from reports.summary import LanguageSection, MethodRow
+
+    run = SimpleNamespace(
+        run_id=f"{family}-run",
+        params={},
+        metrics={rec.metric("generation", "python", "bleu"): bleu},
+        start_time=1,
+    )
+    row = MethodRow("lora", [run], {"bleu": SimpleNamespace(point=bleu)}, {}, (1, 0), (0.1, 0))
+    return LanguageSection(
+        "generation/python", fingerprint, [row], ["bleu"], {}, [], False, family=family
+    )
+
+
+def test_promotion_takes_the_best_family_and_refuses_families_on_other_data():
+    from reports.promote import Promotion
+    from reports.records import ReportError
+
+    promotion = Promotion("champion")
+    for sections, best in (
+        ([_family_section("t5", 3.0), _family_section("llama", 5.0)], "llama-run"),
+        ([_family_section("t5", 7.0), _family_section("llama", 5.0)], "t5-run"),
+    ):
+        (choice,) = promotion.choose(sections)
+        assert choice.run_id == best
+    other_data = [_family_section("t5", 3.0), _family_section("llama", 5.0, "0" * 64)]
+    with pytest.raises(ReportError, match=r"different data.*model\.family"):
+        promotion.choose(other_data)
