@@ -591,6 +591,7 @@ def _log_run_header(
             rec.PROTOCOL: config.protocol,
             rec.METHOD: config.method,
             rec.GIT_COMMIT: tracking.git_commit(),
+            rec.CPU_THREADS: str(torch.get_num_threads()),
             "mlflow.runName": name or default_run_name(config),
         }
     )

@@ -20,6 +20,9 @@ METHOD = "method"
 PRESET = "preset"
 PROTOCOL = "protocol"
 GIT_COMMIT = "git_commit"
+# The CPU threads torch computed with: a sum over other threads rounds otherwise, so the same run
+# on 1 and on 2 threads differs in the last digits. A tag: a resumed run may have other threads.
+CPU_THREADS = "cpu_threads"
 ERROR = "error"  # why a FAILED run failed: "<ExceptionType>: <message>"
 RESUMES = "resumes"  # how often `--resume` continued the run
 COMPARED_RUNS = "compared_runs"  # a comparison run's inputs, comma-separated ids

@@ -10,10 +10,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from benchmark.config import make_config
 from benchmark.runner import run
+from core import record as rec
 from tests.conftest import CODET5_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +37,7 @@ def test_demo_run_logs_metrics_params_datasets_table_and_model(demo_run: dict, t
     assert record.info.status == "FINISHED"
     assert mlflow.get_experiment(record.info.experiment_id).name == "adaptbench"
     metrics, params, tags = record.data.metrics, record.data.params, record.data.tags
+    assert tags[rec.CPU_THREADS] == str(torch.get_num_threads())  # the rounding depends on it
     for lang in ("python", "javascript"):
         for key in (
             "bleu",
