@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo demo-causal docs docs-results docs-screenshots lock clean
+.PHONY: install test test-fast lint demo demo-causal demo-families docs docs-results docs-screenshots lock clean
 
 install: $(STAMP)
 
@@ -32,6 +32,13 @@ demo: install
 # The demo on its decoder-only counterpart (a Llama-style base, docs/demo.md's causal section).
 demo-causal: install
 	$(PY) -m benchmark suite --preset demo-causal
+
+# Both families' demos, then one report of both in reports/families/: a table per family, each
+# tested against its own base (docs/demo.md, both families in one report).
+demo-families: install
+	$(PY) -m benchmark suite --preset demo --no-report
+	$(PY) -m benchmark suite --preset demo-causal --no-report
+	$(PY) -m benchmark compare --filter "tags.preset LIKE 'demo%'" --out reports/families
 
 # The documentation site (MkDocs, strict: a broken link or page is an error) in build/site/.
 docs: install
