@@ -1,5 +1,6 @@
 """A run killed with SIGKILL mid-epoch resumes from its checkpoint, in the same MLflow run, and
-ends with the predictions and metrics of a run that was never interrupted."""
+ends with the predictions and metrics of a run that was never interrupted: on the T5 demo base
+and on its decoder-only counterpart (`demo-causal`, a Llama-style base)."""
 
 from __future__ import annotations
 
@@ -31,12 +32,21 @@ SETTINGS = [
 ]  # fmt: skip
 
 
-def command(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "benchmark", "run", *SETTINGS, *extra]
+def command(model: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "benchmark",
+        "run",
+        *SETTINGS,
+        "--set",
+        f"model.name={model}",
+        *extra,
+    ]
 
 
-def run_cli(cwd: Path, env: dict, *extra: str) -> str:
-    done = subprocess.run(command(*extra), cwd=cwd, env=env, capture_output=True, text=True)
+def run_cli(cwd: Path, env: dict, model: str, *extra: str) -> str:
+    done = subprocess.run(command(model, *extra), cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -47,7 +57,8 @@ def predictions(client: MlflowClient, run_id: str, language: str, tmp: Path) -> 
     return pd.DataFrame(table["data"], columns=table["columns"])["prediction"].tolist()
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
+@pytest.mark.parametrize("model", ["demo", "demo-causal"])
+def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path, model: str):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = dict(
         os.environ,
@@ -58,7 +69,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
     # The run to be killed: SIGKILL once the second language (javascript) has a mid-epoch
     # checkpoint, so that python is finished and javascript half trained.
     proc = subprocess.Popen(
-        command(), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        command(model), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     checkpoints = tmp_path / "checkpoints"
     # Only a hang guard: at load 18 on 2 cores the first language alone took over 10 minutes.
@@ -82,7 +93,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
 
     client = MlflowClient(uri)
     assert client.get_run(run_id).info.status == "RUNNING"  # nobody ended it
-    out = run_cli(tmp_path, env, "--resume", run_id)
+    out = run_cli(tmp_path, env, model, "--resume", run_id)
     assert run_id in out
     resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
@@ -92,8 +103,9 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path: Path):
 
     (tmp_path / "ref").mkdir()
     # "run <id> finished: ..." closes the output, after the score table.
-    reference_id = re.search(r"^run (\w+) finished", run_cli(tmp_path / "ref", env), re.M)[1]
+    reference_id = re.search(r"^run (\w+) finished", run_cli(tmp_path / "ref", env, model), re.M)[1]
     reference = client.get_run(reference_id)
+    assert reference.data.params["model.family"] == ("llama" if model == "demo-causal" else "t5")
     for language in ("python", "javascript"):
         assert predictions(client, run_id, language, tmp_path / "a") == predictions(
             client, reference_id, language, tmp_path / "b"
