@@ -161,6 +161,8 @@ def test_the_report_section_gives_ratios_to_the_base_and_flags_a_drifting_merge(
     scope = "generation/python"
     section = SimpleNamespace(
         language=scope,
+        title=scope,  # a report of one family: its scope (reports.summary.LanguageSection.title)
+        key=scope,
         metrics=["bleu"],
         rows=[
             _run(scope, "lora", base=10.0, adapted=20.0, drift=0.0, diff=2e-6),
@@ -181,7 +183,12 @@ def test_the_report_section_gives_ratios_to_the_base_and_flags_a_drifting_merge(
     assert rows["lora"][7].startswith("yes")
     assert rows["halfway"][7].startswith("**no**")
     assert any(b[0] == "img" for b in blocks)
-    assert report_inference.blocks([SimpleNamespace(language=scope, metrics=[], rows=[])], {}) == []
+    assert (
+        report_inference.blocks(
+            [SimpleNamespace(language=scope, title=scope, key=scope, metrics=[], rows=[])], {}
+        )
+        == []
+    )
 
 
 @pytest.mark.slow
